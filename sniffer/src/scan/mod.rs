@@ -1,0 +1,311 @@
+//! Socket scan: every interval, every network namespace on the node is entered from one
+//! dedicated thread and its TCP and UDP sockets are dumped with sock_diag; client-side sockets
+//! become connections, attributed to a pod through the cgroup of a process in the namespace
+//! (or, in the host namespace, of the process holding the socket).
+
+pub mod cgroup;
+pub mod classify;
+pub mod netns;
+pub mod owners;
+pub mod sockdiag;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use trafficmap_api::observed::Protocol;
+use trafficmap_api::report::ClientId;
+
+use crate::counters::Counters;
+use crate::events::EventSender;
+use crate::now_ms;
+use classify::{SocketRecord, client_sockets};
+use netns::{Namespace, NetnsId, NetnsSwitcher};
+
+/// How often a sleeping scan thread checks for a stop request.
+const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Why a namespace, or the whole scan, failed.
+#[derive(Debug, Error)]
+pub enum ScanError {
+    /// A namespace could not be opened or entered (its processes may have exited).
+    #[error("cannot enter network namespace {path}: {source}")]
+    Enter {
+        /// The nsfs path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The scan thread could not go back to its own namespace: it must stop.
+    #[error("cannot return to the host network namespace: {0}")]
+    ReturnHome(io::Error),
+    /// A netlink call failed.
+    #[error("cannot {what}: {source}")]
+    Netlink {
+        /// What we were doing.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The kernel's answer could not be decoded.
+    #[error("cannot decode sock_diag answer: {0}")]
+    Decode(String),
+    /// The scan thread could not start.
+    #[error("cannot start the scan thread: {0}")]
+    Spawn(io::Error),
+}
+
+/// Where the scan looks.
+#[derive(Debug, Clone)]
+pub struct ScanConfig {
+    /// Time between the starts of two scans.
+    pub interval: Duration,
+    /// procfs mount (`/proc`; with hostPID it shows every process of the node).
+    pub proc_root: PathBuf,
+    /// Directories of pinned namespaces (`/run/netns`, `/var/run/netns`).
+    pub pinned_dirs: Vec<PathBuf>,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            interval: Duration::from_secs(1),
+            proc_root: PathBuf::from("/proc"),
+            pinned_dirs: vec![PathBuf::from("/run/netns"), PathBuf::from("/var/run/netns")],
+        }
+    }
+}
+
+/// A client-side socket seen in a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSeen {
+    /// Local address, and the pod when known.
+    pub client: ClientId,
+    /// Remote address and port.
+    pub server: SocketAddr,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+}
+
+/// What one scan found.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Client-side sockets of every namespace.
+    pub connections: Vec<ConnectionSeen>,
+    /// Addresses of pod namespaces, to the pod UID (for DNS clients).
+    pub pod_ips: HashMap<IpAddr, String>,
+    /// When the scan started, milliseconds since the Unix epoch.
+    pub seen_ms: u64,
+}
+
+/// A pod identity resolved for a namespace, with the process it was read from.
+#[derive(Debug, Clone)]
+struct PodOfNamespace {
+    pid: u32,
+    uid: String,
+}
+
+/// State kept between scans.
+#[derive(Debug)]
+pub struct Scanner {
+    config: ScanConfig,
+    switcher: NetnsSwitcher,
+    pods: HashMap<NetnsId, PodOfNamespace>,
+    host_socket_pods: HashMap<u32, Option<String>>,
+}
+
+impl Scanner {
+    /// A scanner whose home (host) namespace is the calling thread's.
+    pub fn new(config: ScanConfig) -> Result<Self, ScanError> {
+        Ok(Scanner {
+            config,
+            switcher: NetnsSwitcher::new()?,
+            pods: HashMap::new(),
+            host_socket_pods: HashMap::new(),
+        })
+    }
+
+    /// Scans every namespace once. Only [`ScanError::ReturnHome`] is returned; other
+    /// failures skip the namespace and are counted.
+    pub fn scan_once(&mut self, counters: &Counters) -> Result<ScanReport, ScanError> {
+        let started = Instant::now();
+        let mut report = ScanReport {
+            seen_ms: now_ms(),
+            ..ScanReport::default()
+        };
+        let namespaces = netns::discover(&self.config.proc_root, &self.config.pinned_dirs);
+        self.pods
+            .retain(|id, _| namespaces.iter().any(|ns| ns.id == *id));
+        for namespace in &namespaces {
+            let dumped = self.switcher.run_in(namespace, || -> Result<_, ScanError> {
+                let sockets = sockdiag::dump_sockets()?;
+                let addresses =
+                    netns::interface_addresses().map_err(|source| ScanError::Netlink {
+                        what: "list interface addresses",
+                        source,
+                    })?;
+                Ok((sockets, addresses))
+            });
+            let (sockets, addresses) = match dumped {
+                Ok(Ok(found)) => found,
+                Err(fatal @ ScanError::ReturnHome(_)) => return Err(fatal),
+                Err(err) | Ok(Err(err)) => {
+                    Counters::inc(&counters.scan_errors);
+                    tracing::debug!(%err, "namespace skipped");
+                    continue;
+                }
+            };
+            Counters::inc(&counters.namespaces_scanned);
+            Counters::add(&counters.sockets_scanned, sockets.len() as u64);
+            let clients = client_sockets(&sockets);
+            if namespace.id == self.switcher.home_id() {
+                self.add_host_connections(&clients, &mut report);
+            } else {
+                let pod_uid = self.pod_of(namespace);
+                if let Some(uid) = &pod_uid {
+                    for ip in addresses.iter().filter(|ip| is_pod_address(ip)) {
+                        report.pod_ips.insert(*ip, uid.clone());
+                    }
+                }
+                report
+                    .connections
+                    .extend(clients.iter().map(|s| connection(s, pod_uid.clone())));
+            }
+        }
+        let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Counters::inc(&counters.scans);
+        counters
+            .last_scan_duration_us
+            .store(elapsed, Ordering::Relaxed);
+        Counters::add(&counters.scan_duration_us_total, elapsed);
+        Counters::set(&counters.last_scan_end_ms, now_ms());
+        Ok(report)
+    }
+
+    /// The pod UID of a namespace, from the cgroup of one of its processes (cached while that
+    /// process stays in the namespace).
+    fn pod_of(&mut self, namespace: &Namespace) -> Option<String> {
+        if let Some(known) = self.pods.get(&namespace.id)
+            && namespace.pids.contains(&known.pid)
+        {
+            return Some(known.uid.clone());
+        }
+        let found = namespace.pids.iter().find_map(|pid| {
+            cgroup::read_pod_uid(&self.config.proc_root, *pid)
+                .map(|uid| PodOfNamespace { pid: *pid, uid })
+        })?;
+        let uid = found.uid.clone();
+        self.pods.insert(namespace.id, found);
+        Some(uid)
+    }
+
+    /// Host-namespace client sockets, each attributed through the process holding it.
+    fn add_host_connections(&mut self, clients: &[SocketRecord], report: &mut ScanReport) {
+        let current: HashSet<u32> = clients
+            .iter()
+            .map(|s| s.inode)
+            .filter(|i| *i != 0)
+            .collect();
+        self.host_socket_pods
+            .retain(|inode, _| current.contains(inode));
+        let unknown: HashSet<u32> = current
+            .iter()
+            .filter(|inode| !self.host_socket_pods.contains_key(inode))
+            .copied()
+            .collect();
+        let owners = owners::socket_owners(&self.config.proc_root, &unknown);
+        for inode in unknown {
+            let uid = owners
+                .get(&inode)
+                .and_then(|pid| cgroup::read_pod_uid(&self.config.proc_root, *pid));
+            self.host_socket_pods.insert(inode, uid);
+        }
+        report.connections.extend(clients.iter().map(|s| {
+            let uid = self.host_socket_pods.get(&s.inode).cloned().flatten();
+            connection(s, uid)
+        }));
+    }
+}
+
+fn connection(socket: &SocketRecord, pod_uid: Option<String>) -> ConnectionSeen {
+    ConnectionSeen {
+        client: ClientId {
+            ip: socket.local.ip(),
+            pod_uid,
+        },
+        server: socket.remote,
+        protocol: socket.protocol,
+    }
+}
+
+/// Addresses that identify a pod: not loopback, link-local or unspecified.
+fn is_pod_address(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unicast_link_local() && !v6.is_unspecified(),
+    }
+}
+
+/// Starts the scan thread: it scans, sends the report, and sleeps out the interval until
+/// `stop` is set or the output thread is gone.
+pub fn spawn(
+    config: ScanConfig,
+    counters: Arc<Counters>,
+    events: EventSender,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<Result<(), ScanError>>, ScanError> {
+    std::thread::Builder::new()
+        .name("scan".into())
+        .spawn(move || {
+            let interval = config.interval;
+            let mut scanner = Scanner::new(config)?;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let report = scanner.scan_once(&counters)?;
+                tracing::debug!(connections = report.connections.len(), "scan done");
+                if !events.send_scan(report) {
+                    break;
+                }
+                while started.elapsed() < interval && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(
+                        STOP_CHECK_INTERVAL.min(interval.saturating_sub(started.elapsed())),
+                    );
+                }
+            }
+            Ok(())
+        })
+        .map_err(ScanError::Spawn)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    #[test]
+    fn pod_addresses_exclude_loopback_and_link_local() {
+        for ip in ["127.0.0.1", "::1", "fe80::1", "169.254.1.1", "0.0.0.0"] {
+            assert!(!is_pod_address(&ip.parse().expect("ip")), "{ip}");
+        }
+        assert!(is_pod_address(&"10.244.0.5".parse().expect("ip")));
+    }
+
+    #[test]
+    fn a_scan_of_this_host_sees_namespaces_and_sockets() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+        let _client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let counters = Counters::default();
+        let mut scanner = Scanner::new(ScanConfig::default()).expect("scanner");
+        scanner.scan_once(&counters).expect("scan");
+        let snapshot = counters.snapshot();
+        assert_eq!(snapshot.scans, 1);
+        assert!(snapshot.namespaces_scanned >= 1);
+        assert!(snapshot.sockets_scanned >= 2);
+    }
+}
