@@ -1,0 +1,357 @@
+//! The traffic map: resolved edges folded per client workload, convertible to and from the
+//! `ObservedTraffic` status so the operator can rebuild it on restart, and able to tell a
+//! material change from a mere `lastSeen` move (for write coalescing).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use thiserror::Error;
+use trafficmap_api::observed::{
+    InternetTarget, ObservedTarget, ObservedTraffic, ObservedTrafficStatus, PortProtocol, SeenBy,
+    WorkloadRef,
+};
+
+use super::TimeMs;
+use super::convert::time_ms;
+
+/// An in-cluster target: sorted by namespace, name, kind, then Service.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetKey {
+    /// Namespace (empty for nodes).
+    pub namespace: String,
+    /// Workload, Service or node name.
+    pub name: String,
+    /// Root owner kind, `Service` or `Node`.
+    pub kind: String,
+    /// The Service the workload was called through.
+    pub service: Option<String>,
+}
+
+/// What was called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EdgeTarget {
+    /// Something in the cluster.
+    InCluster(TargetKey),
+    /// Something outside: one target per DNS name, or per IP when no name was seen.
+    Internet {
+        /// The name the client resolved to `ip`.
+        dns_name: Option<String>,
+        /// The server IP.
+        ip: IpAddr,
+    },
+}
+
+/// One resolved observation: a client called `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedEdge {
+    /// The target.
+    pub target: EdgeTarget,
+    /// Server port and protocol (`None` for a DNS lookup).
+    pub port: Option<PortProtocol>,
+    /// Names the client resolved to reach an in-cluster target.
+    pub dns_names: Vec<String>,
+    /// How it was seen.
+    pub seen_by: SeenBy,
+    /// First seen.
+    pub first_seen_ms: TimeMs,
+    /// Last seen.
+    pub last_seen_ms: TimeMs,
+}
+
+/// How a change affects the written status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// Nothing changed.
+    Unchanged,
+    /// Only `lastSeen` moved forward.
+    LastSeenOnly,
+    /// A target, port, name, way of seeing or `firstSeen` changed.
+    Material,
+}
+
+/// Why a status cannot be read back.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum AggregateError {
+    /// An internet target lists something that is not an IP.
+    #[error("internet target IP {0:?} is not an IP address")]
+    BadIp(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Facts {
+    ports: BTreeSet<PortProtocol>,
+    dns_names: BTreeSet<String>,
+    ips: BTreeSet<IpAddr>,
+    seen_by: BTreeSet<SeenBy>,
+    first_seen_ms: TimeMs,
+    last_seen_ms: TimeMs,
+}
+
+impl Facts {
+    fn new(first_seen_ms: TimeMs, last_seen_ms: TimeMs) -> Self {
+        Facts {
+            ports: BTreeSet::new(),
+            dns_names: BTreeSet::new(),
+            ips: BTreeSet::new(),
+            seen_by: BTreeSet::new(),
+            first_seen_ms,
+            last_seen_ms,
+        }
+    }
+
+    /// Merges `other` into `self`, returning what that changed.
+    fn merge(&mut self, other: Facts) -> Change {
+        let before = self.clone();
+        self.ports.extend(other.ports);
+        self.dns_names.extend(other.dns_names);
+        self.ips.extend(other.ips);
+        self.seen_by.extend(other.seen_by);
+        self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
+        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
+        Facts::change(&before, self)
+    }
+
+    fn change(before: &Facts, after: &Facts) -> Change {
+        let same_but_last_seen = Facts {
+            last_seen_ms: after.last_seen_ms,
+            ..before.clone()
+        };
+        if same_but_last_seen != *after {
+            Change::Material
+        } else if before.last_seen_ms != after.last_seen_ms {
+            Change::LastSeenOnly
+        } else {
+            Change::Unchanged
+        }
+    }
+}
+
+/// Internet targets: named ones (by name) first, then bare IPs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum InternetKey {
+    Domain(String),
+    Ip(IpAddr),
+}
+
+/// Everything one client workload was seen calling.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientEdges {
+    targets: BTreeMap<TargetKey, Facts>,
+    internet: BTreeMap<InternetKey, Facts>,
+}
+
+impl ClientEdges {
+    /// Folds in one edge, returning what that changed.
+    pub fn record(&mut self, edge: ObservedEdge) -> Change {
+        let mut facts = Facts::new(edge.first_seen_ms, edge.last_seen_ms);
+        facts.ports.extend(edge.port);
+        facts.seen_by.insert(edge.seen_by);
+        match edge.target {
+            EdgeTarget::InCluster(key) => {
+                facts.dns_names.extend(edge.dns_names);
+                merge_into(&mut self.targets, key, facts)
+            }
+            EdgeTarget::Internet { dns_name, ip } => {
+                facts.ips.insert(ip);
+                let key = dns_name.map_or(InternetKey::Ip(ip), InternetKey::Domain);
+                merge_into(&mut self.internet, key, facts)
+            }
+        }
+    }
+
+    /// What changed from `earlier` to `self`.
+    pub fn change_since(&self, earlier: &ClientEdges) -> Change {
+        fn compare<K: Ord>(a: &BTreeMap<K, Facts>, b: &BTreeMap<K, Facts>) -> Change {
+            if !a.keys().eq(b.keys()) {
+                return Change::Material;
+            }
+            a.values()
+                .zip(b.values())
+                .map(|(before, after)| Facts::change(before, after))
+                .max()
+                .unwrap_or(Change::Unchanged)
+        }
+        compare(&earlier.targets, &self.targets).max(compare(&earlier.internet, &self.internet))
+    }
+
+    /// Number of targets, in-cluster and internet.
+    pub fn target_count(&self) -> usize {
+        self.targets.len() + self.internet.len()
+    }
+
+    /// Latest `lastSeen` of all targets.
+    pub fn last_seen_ms(&self) -> Option<TimeMs> {
+        self.targets
+            .values()
+            .chain(self.internet.values())
+            .map(|f| f.last_seen_ms)
+            .max()
+    }
+
+    /// The status fields this map owns (targets, internet targets, count, last seen); the
+    /// caller adds `uncoveredTargets` and conditions.
+    pub fn to_status(&self) -> ObservedTrafficStatus {
+        let targets = self
+            .targets
+            .iter()
+            .map(|(key, f)| ObservedTarget {
+                name: key.name.clone(),
+                namespace: key.namespace.clone(),
+                kind: key.kind.clone(),
+                service: key.service.clone(),
+                ports: f.ports.iter().copied().collect(),
+                dns_names: f.dns_names.iter().cloned().collect(),
+                seen_by: f.seen_by.iter().copied().collect(),
+                first_seen: to_time(f.first_seen_ms),
+                last_seen: to_time(f.last_seen_ms),
+            })
+            .collect();
+        let internet_targets = self
+            .internet
+            .iter()
+            .map(|(key, f)| InternetTarget {
+                dns_name: match key {
+                    InternetKey::Domain(name) => Some(name.clone()),
+                    InternetKey::Ip(_) => None,
+                },
+                ips: f.ips.iter().map(IpAddr::to_string).collect(),
+                ports: f.ports.iter().copied().collect(),
+                seen_by: f.seen_by.iter().copied().collect(),
+                first_seen: to_time(f.first_seen_ms),
+                last_seen: to_time(f.last_seen_ms),
+            })
+            .collect();
+        ObservedTrafficStatus {
+            targets,
+            internet_targets,
+            target_count: u32::try_from(self.target_count()).unwrap_or(u32::MAX),
+            last_seen: self.last_seen_ms().map(to_time),
+            ..ObservedTrafficStatus::default()
+        }
+    }
+
+    /// Reads back a status written by [`ClientEdges::to_status`] (duplicates are merged).
+    pub fn from_status(status: &ObservedTrafficStatus) -> Result<Self, AggregateError> {
+        let mut edges = ClientEdges::default();
+        for t in &status.targets {
+            let mut facts = Facts::new(from_time(&t.first_seen), from_time(&t.last_seen));
+            facts.ports.extend(t.ports.iter().copied());
+            facts.dns_names.extend(t.dns_names.iter().cloned());
+            facts.seen_by.extend(t.seen_by.iter().copied());
+            let key = TargetKey {
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+                kind: t.kind.clone(),
+                service: t.service.clone(),
+            };
+            merge_into(&mut edges.targets, key, facts);
+        }
+        for t in &status.internet_targets {
+            let ips = t
+                .ips
+                .iter()
+                .map(|s| s.parse().map_err(|_| AggregateError::BadIp(s.clone())))
+                .collect::<Result<BTreeSet<IpAddr>, _>>()?;
+            let keys: Vec<InternetKey> = match &t.dns_name {
+                Some(name) => vec![InternetKey::Domain(name.clone())],
+                None => ips.iter().map(|ip| InternetKey::Ip(*ip)).collect(),
+            };
+            for key in keys {
+                let mut facts = Facts::new(from_time(&t.first_seen), from_time(&t.last_seen));
+                facts.ports.extend(t.ports.iter().copied());
+                facts.seen_by.extend(t.seen_by.iter().copied());
+                match &key {
+                    InternetKey::Domain(_) => facts.ips.extend(ips.iter().copied()),
+                    InternetKey::Ip(ip) => {
+                        facts.ips.insert(*ip);
+                    }
+                }
+                merge_into(&mut edges.internet, key, facts);
+            }
+        }
+        Ok(edges)
+    }
+}
+
+fn merge_into<K: Ord>(map: &mut BTreeMap<K, Facts>, key: K, facts: Facts) -> Change {
+    match map.get_mut(&key) {
+        Some(existing) => existing.merge(facts),
+        None => {
+            map.insert(key, facts);
+            Change::Material
+        }
+    }
+}
+
+fn to_time(ms: TimeMs) -> Time {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    Time(Timestamp::from_millisecond(ms).unwrap_or(Timestamp::MAX))
+}
+
+fn from_time(time: &Time) -> TimeMs {
+    time_ms(time).unwrap_or(0)
+}
+
+/// The per-client map of everything observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrafficMap {
+    clients: BTreeMap<WorkloadRef, ClientEdges>,
+}
+
+impl TrafficMap {
+    /// An empty map.
+    pub fn new() -> Self {
+        TrafficMap::default()
+    }
+
+    /// Folds in an edge of `client`, returning what that changed for the client's status.
+    pub fn record(&mut self, client: &WorkloadRef, edge: ObservedEdge) -> Change {
+        self.clients.entry(client.clone()).or_default().record(edge)
+    }
+
+    /// One client's edges.
+    pub fn get(&self, client: &WorkloadRef) -> Option<&ClientEdges> {
+        self.clients.get(client)
+    }
+
+    /// All clients, sorted.
+    pub fn clients(&self) -> impl Iterator<Item = (&WorkloadRef, &ClientEdges)> {
+        self.clients.iter()
+    }
+
+    /// Forgets one client (e.g. after `kubectl trafficmap reset`).
+    pub fn remove(&mut self, client: &WorkloadRef) -> Option<ClientEdges> {
+        self.clients.remove(client)
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.clients.clear();
+    }
+
+    /// Rebuilds the map from stored `ObservedTraffic` objects (on start), merging with whatever
+    /// is already in it.
+    pub fn restore<'a>(
+        &mut self,
+        objects: impl IntoIterator<Item = &'a ObservedTraffic>,
+    ) -> Result<(), AggregateError> {
+        for ot in objects {
+            let Some(status) = &ot.status else { continue };
+            let edges = ClientEdges::from_status(status)?;
+            let entry = self.clients.entry(ot.spec.client.clone()).or_default();
+            for (key, facts) in edges.targets {
+                merge_into(&mut entry.targets, key, facts);
+            }
+            for (key, facts) in edges.internet {
+                merge_into(&mut entry.internet, key, facts);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "aggregate_tests.rs"]
+mod tests;

@@ -1,0 +1,307 @@
+//! Which holder (a pod, a Service, a node) had each IP over time, so that an observation is
+//! attributed to whoever held the address *when it was seen*, never to a later holder.
+//!
+//! # The attribution rule
+//!
+//! Each holding is an interval `[from, until)` in milliseconds. Clocks disagree a little (the
+//! sniffer uses its node's clock, Kubernetes timestamps have one-second resolution, watch events
+//! arrive late), so every boundary is treated as fuzzy by `guard_ms` on either side. An
+//! observation seen over `[first, last]` (the sniffer's `firstSeenMs..lastSeenMs`) is attributed
+//! to holder `K` only when
+//!
+//! 1. `K` is the only holder whose fuzzy interval touches `[first, last]`, and
+//! 2. one of `K`'s intervals (fuzzily) covers all of `[first, last]`.
+//!
+//! So a range that straddles a handover is [`Lookup::Ambiguous`] (never split, never guessed),
+//! and a moment close to a handover is ambiguous too. Intervals may overlap (a pod's deletion
+//! event can arrive after its IP was reused): overlap is ambiguity, not an error.
+//!
+//! Before `complete_since` (when the operator started watching) earlier holders may be unknown,
+//! so an observation from before then also needs `K`'s interval to have begun at least
+//! `guard_ms` before `first`.
+//!
+//! Closed intervals are kept for `retention_ms` after they end; lookups that start before the
+//! retention horizon are [`Lookup::Expired`] instead of trusting a history that was cut.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::{SeenRange, TimeMs};
+
+/// One holder's claim on an IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Holding<K> {
+    holder: K,
+    from_ms: TimeMs,
+    until_ms: Option<TimeMs>,
+}
+
+/// Who held an IP over an observation's time range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup<K> {
+    /// Exactly this holder, for the whole range.
+    Held(K),
+    /// Nobody is known to have held it then.
+    Free,
+    /// More than one holder may have had it, or the range straddles a handover.
+    Ambiguous,
+    /// The range starts before the retained history.
+    Expired,
+}
+
+/// Holdings of IPs over time, keyed by the holder type `K`.
+#[derive(Clone, Debug)]
+pub struct IpHistory<K> {
+    by_ip: HashMap<IpAddr, Vec<Holding<K>>>,
+    retention_ms: u64,
+    guard_ms: u64,
+    complete_since_ms: TimeMs,
+    horizon_ms: TimeMs,
+}
+
+impl<K: Clone + Eq> IpHistory<K> {
+    /// An empty history that keeps released holdings for `retention_ms` and treats interval
+    /// boundaries as uncertain by `guard_ms`; holders before `complete_since_ms` may be unknown.
+    pub fn new(retention_ms: u64, guard_ms: u64, complete_since_ms: TimeMs) -> Self {
+        IpHistory {
+            by_ip: HashMap::new(),
+            retention_ms,
+            guard_ms,
+            complete_since_ms,
+            horizon_ms: 0,
+        }
+    }
+
+    /// Records that `holder` holds `ip` since `from_ms`; no-op while it already holds it.
+    pub fn claim(&mut self, ip: IpAddr, holder: &K, from_ms: TimeMs) {
+        let holdings = self.by_ip.entry(ip).or_default();
+        let open = holdings
+            .iter()
+            .any(|h| &h.holder == holder && h.until_ms.is_none());
+        if !open {
+            holdings.push(Holding {
+                holder: holder.clone(),
+                from_ms,
+                until_ms: None,
+            });
+        }
+    }
+
+    /// Records that `holder` let go of `ip` at `at_ms` (no-op when it did not hold it).
+    pub fn release(&mut self, ip: IpAddr, holder: &K, at_ms: TimeMs) {
+        if let Some(holdings) = self.by_ip.get_mut(&ip) {
+            for h in holdings
+                .iter_mut()
+                .filter(|h| &h.holder == holder && h.until_ms.is_none())
+            {
+                h.until_ms = Some(at_ms.max(h.from_ms));
+            }
+        }
+    }
+
+    /// IPs that `holder` holds now (open intervals).
+    pub fn held_by(&self, holder: &K) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self
+            .by_ip
+            .iter()
+            .filter(|(_, hs)| {
+                hs.iter()
+                    .any(|h| &h.holder == holder && h.until_ms.is_none())
+            })
+            .map(|(ip, _)| *ip)
+            .collect();
+        ips.sort();
+        ips
+    }
+
+    /// Who held `ip` over `range`, by the rule in the module documentation.
+    pub fn lookup(&self, ip: IpAddr, range: SeenRange) -> Lookup<K> {
+        if range.first_ms < self.horizon_ms {
+            return Lookup::Expired;
+        }
+        let Some(holdings) = self.by_ip.get(&ip) else {
+            return Lookup::Free;
+        };
+        let g = self.guard_ms;
+        let touching: Vec<&Holding<K>> = holdings
+            .iter()
+            .filter(|h| {
+                h.from_ms.saturating_sub(g) <= range.last_ms
+                    && h.until_ms
+                        .is_none_or(|u| range.first_ms < u.saturating_add(g))
+            })
+            .collect();
+        let Some(first) = touching.first() else {
+            return Lookup::Free;
+        };
+        if touching.iter().any(|h| h.holder != first.holder) {
+            return Lookup::Ambiguous;
+        }
+        let needs_known_start = range.first_ms < self.complete_since_ms;
+        let covers = touching.iter().any(|h| {
+            let starts_in_time = if needs_known_start {
+                h.from_ms.saturating_add(g) <= range.first_ms
+            } else {
+                h.from_ms.saturating_sub(g) <= range.first_ms
+            };
+            starts_in_time
+                && h.until_ms
+                    .is_none_or(|u| range.last_ms < u.saturating_add(g))
+        });
+        if covers {
+            Lookup::Held(first.holder.clone())
+        } else {
+            Lookup::Ambiguous
+        }
+    }
+
+    /// Forgets holdings that ended more than the retention before `now_ms`, and moves the
+    /// horizon before which lookups are [`Lookup::Expired`].
+    pub fn gc(&mut self, now_ms: TimeMs) {
+        let horizon = now_ms.saturating_sub(self.retention_ms);
+        self.horizon_ms = self.horizon_ms.max(horizon);
+        self.by_ip.retain(|_, holdings| {
+            holdings.retain(|h| {
+                h.until_ms
+                    .is_none_or(|u| u.saturating_add(self.retention_ms) > now_ms)
+            });
+            !holdings.is_empty()
+        });
+    }
+
+    /// Number of IPs with retained holdings.
+    pub fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+
+    /// Whether no IP has retained holdings.
+    pub fn is_empty(&self) -> bool {
+        self.by_ip.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUARD: u64 = 2_000;
+    const RETENTION: u64 = 600_000;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("valid IP")
+    }
+
+    fn history() -> IpHistory<&'static str> {
+        IpHistory::new(RETENTION, GUARD, 0)
+    }
+
+    fn at(t: TimeMs) -> SeenRange {
+        SeenRange::at(t)
+    }
+
+    #[test]
+    fn reused_ip_is_attributed_to_the_pod_that_held_it_then() {
+        let mut h = history();
+        let x = ip("10.244.0.5");
+        h.claim(x, &"old", 10_000);
+        h.release(x, &"old", 50_000);
+        h.claim(x, &"new", 60_000);
+        assert_eq!(h.lookup(x, at(30_000)), Lookup::Held("old"));
+        assert_eq!(h.lookup(x, at(70_000)), Lookup::Held("new"));
+        assert_eq!(h.lookup(x, at(55_000)), Lookup::Free);
+    }
+
+    #[test]
+    fn a_range_straddling_two_holders_is_ambiguous() {
+        let mut h = history();
+        let x = ip("10.244.0.5");
+        h.claim(x, &"old", 10_000);
+        h.release(x, &"old", 50_000);
+        h.claim(x, &"new", 50_000);
+        let straddling = SeenRange::new(40_000, 70_000).expect("ordered");
+        assert_eq!(h.lookup(x, straddling), Lookup::Ambiguous);
+    }
+
+    #[test]
+    fn a_range_held_throughout_by_the_last_holder_is_attributed_to_it() {
+        let mut h = history();
+        let x = ip("10.244.0.5");
+        h.claim(x, &"old", 10_000);
+        h.release(x, &"old", 50_000);
+        h.claim(x, &"new", 50_000);
+        let inside = SeenRange::new(60_000, 90_000).expect("ordered");
+        assert_eq!(h.lookup(x, inside), Lookup::Held("new"));
+    }
+
+    #[test]
+    fn moments_within_the_clock_guard_of_a_handover_are_ambiguous() {
+        let mut h = history();
+        let x = ip("10.244.0.5");
+        h.claim(x, &"old", 10_000);
+        h.release(x, &"old", 50_000);
+        h.claim(x, &"new", 50_500);
+        assert_eq!(h.lookup(x, at(49_000)), Lookup::Ambiguous);
+        assert_eq!(h.lookup(x, at(51_500)), Lookup::Ambiguous);
+        assert_eq!(h.lookup(x, at(53_000)), Lookup::Held("new"));
+    }
+
+    #[test]
+    fn overlapping_claims_from_late_deletions_are_ambiguous() {
+        let mut h = history();
+        let x = ip("10.244.0.5");
+        h.claim(x, &"old", 10_000);
+        h.claim(x, &"new", 40_000);
+        assert_eq!(h.lookup(x, at(45_000)), Lookup::Ambiguous);
+        h.release(x, &"old", 48_000);
+        assert_eq!(h.lookup(x, at(45_000)), Lookup::Ambiguous);
+        assert_eq!(h.lookup(x, at(60_000)), Lookup::Held("new"));
+    }
+
+    #[test]
+    fn observations_before_the_watch_started_need_a_holder_that_clearly_predates_them() {
+        let mut h: IpHistory<&str> = IpHistory::new(RETENTION, GUARD, 100_000);
+        let x = ip("10.244.0.5");
+        h.claim(x, &"pod", 90_000);
+        assert_eq!(h.lookup(x, at(89_000)), Lookup::Ambiguous);
+        assert_eq!(h.lookup(x, at(91_000)), Lookup::Ambiguous);
+        assert_eq!(h.lookup(x, at(93_000)), Lookup::Held("pod"));
+        assert_eq!(h.lookup(x, at(101_000)), Lookup::Held("pod"));
+    }
+
+    #[test]
+    fn released_holdings_are_kept_for_the_retention_then_forgotten() {
+        let mut h = history();
+        let x = ip("10.244.0.5");
+        h.claim(x, &"old", 10_000);
+        h.release(x, &"old", 50_000);
+        h.gc(50_000 + RETENTION - 1);
+        assert_eq!(h.lookup(x, at(49_999)), Lookup::Held("old"));
+        h.gc(50_000 + RETENTION);
+        assert!(h.is_empty());
+        assert_eq!(h.lookup(x, at(40_000)), Lookup::Expired);
+    }
+
+    #[test]
+    fn lookups_older_than_the_retention_are_expired_not_guessed() {
+        let mut h = history();
+        let x = ip("10.244.0.5");
+        h.claim(x, &"current", 0);
+        h.gc(1_000_000);
+        assert_eq!(h.lookup(x, at(1_000_000 - RETENTION - 1)), Lookup::Expired);
+        assert_eq!(h.lookup(x, at(999_000)), Lookup::Held("current"));
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn claims_are_idempotent_and_releases_are_per_holder() {
+        let mut h = history();
+        let x = ip("fd00::5");
+        h.claim(x, &"a", 10_000);
+        h.claim(x, &"a", 20_000);
+        h.release(x, &"b", 30_000);
+        assert_eq!(h.held_by(&"a"), vec![x]);
+        assert_eq!(h.lookup(x, at(15_000)), Lookup::Held("a"));
+        h.release(x, &"a", 30_000);
+        assert!(h.held_by(&"a").is_empty());
+    }
+}
