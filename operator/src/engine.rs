@@ -1,0 +1,366 @@
+//! The engine: the one task that owns the resolution index, the traffic map and the queue of
+//! observations waiting for the watches. Watch events and reports flow in; status snapshots due
+//! for writing flow out. Keeping all of it in one task needs no locks and keeps resolution in
+//! event order.
+//!
+//! Write coalescing: a client's status is handed to the writer at most once per flush interval,
+//! when something material changed; when only `lastSeen` moved, at most once per
+//! [`EngineConfig::last_seen_refresh_ms`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use trafficmap_api::ObservedTraffic;
+use trafficmap_api::observed::{ObservedTrafficStatus, WorkloadRef};
+use trafficmap_api::report::Observation;
+
+use crate::ingest::ReceivedReport;
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::now_ms;
+use crate::resolve::{
+    Attempt, Change, ClientEdges, EndpointSliceInfo, Index, NodeInfo, ObservationOutcome,
+    OwnerMeta, PendingQueue, PodInfo, ServiceInfo, SkipReason, TimeMs, TrafficMap,
+};
+
+/// A change in the cluster, as the watchers report it.
+#[derive(Clone, Debug)]
+pub enum ClusterEvent {
+    /// A pod was added or changed.
+    PodApplied(PodInfo),
+    /// A pod is gone (by UID).
+    PodDeleted(String),
+    /// An owner object was added or changed.
+    OwnerApplied(OwnerMeta),
+    /// An owner object is gone (by UID).
+    OwnerDeleted(String),
+    /// A Service was added or changed.
+    ServiceApplied(ServiceInfo),
+    /// A Service is gone.
+    ServiceDeleted {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// An EndpointSlice was added or changed.
+    SliceApplied(EndpointSliceInfo),
+    /// An EndpointSlice is gone.
+    SliceDeleted {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// A node was added or changed.
+    NodeApplied(NodeInfo),
+    /// A node is gone (by name).
+    NodeDeleted(String),
+    /// Someone deleted an ObservedTraffic (`kubectl trafficmap reset`): forget that client.
+    ObservedTrafficDeleted(WorkloadRef),
+}
+
+/// A cluster event with the time it arrived.
+#[derive(Clone, Debug)]
+pub struct Stamped {
+    /// The event.
+    pub event: ClusterEvent,
+    /// Arrival time, ms since the epoch.
+    pub at_ms: TimeMs,
+}
+
+/// Timing of the engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How often statuses are handed to the writer.
+    pub flush_interval_ms: u64,
+    /// How often a status whose only change is `lastSeen` is written.
+    pub last_seen_refresh_ms: u64,
+    /// Most observations waiting for the watches.
+    pub pending_capacity: usize,
+    /// How long an observation may wait for the watches.
+    pub pending_wait_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            flush_interval_ms: 5_000,
+            last_seen_refresh_ms: 60_000,
+            pending_capacity: crate::resolve::pending::DEFAULT_PENDING_CAPACITY,
+            pending_wait_ms: crate::resolve::pending::DEFAULT_PENDING_WAIT_MS,
+        }
+    }
+}
+
+/// A status due for writing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusWrite {
+    /// The client.
+    pub client: WorkloadRef,
+    /// Its full status (targets, counts, lastSeen).
+    pub status: ObservedTrafficStatus,
+}
+
+/// What was last handed to the writer for a client.
+#[derive(Clone, Debug)]
+struct Handed {
+    edges: ClientEdges,
+    at_ms: TimeMs,
+}
+
+/// The engine's state; see the module docs.
+pub struct Engine {
+    index: Index,
+    map: TrafficMap,
+    pending: PendingQueue<Observation>,
+    handed: HashMap<WorkloadRef, Handed>,
+    config: EngineConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    /// An engine over `index`.
+    pub fn new(index: Index, config: EngineConfig, metrics: Arc<Metrics>) -> Self {
+        Engine {
+            index,
+            map: TrafficMap::new(),
+            pending: PendingQueue::new(config.pending_capacity, config.pending_wait_ms),
+            handed: HashMap::new(),
+            config,
+            metrics,
+        }
+    }
+
+    /// Rebuilds the map from stored objects; they count as already written. Objects whose
+    /// status cannot be read are skipped with a warning (they will be rewritten when traffic
+    /// is seen again).
+    pub fn restore(&mut self, objects: &[ObservedTraffic], now: TimeMs) {
+        for object in objects {
+            if let Err(err) = self.map.restore(std::iter::once(object)) {
+                tracing::warn!(name = ?object.metadata.name, %err, "cannot restore ObservedTraffic");
+            }
+        }
+        for (client, edges) in self.map.clients() {
+            self.handed.insert(
+                client.clone(),
+                Handed {
+                    edges: edges.clone(),
+                    at_ms: now,
+                },
+            );
+        }
+        self.update_gauges();
+    }
+
+    /// Applies a cluster event to the index (or the map, for a deleted ObservedTraffic).
+    pub fn apply(&mut self, stamped: Stamped) {
+        let at = stamped.at_ms;
+        match stamped.event {
+            ClusterEvent::PodApplied(pod) => self.index.apply_pod(pod, at),
+            ClusterEvent::PodDeleted(uid) => self.index.delete_pod(&uid, at),
+            ClusterEvent::OwnerApplied(owner) => self.index.apply_owner(owner),
+            ClusterEvent::OwnerDeleted(uid) => self.index.delete_owner(&uid, at),
+            ClusterEvent::ServiceApplied(svc) => self.index.apply_service(svc, at),
+            ClusterEvent::ServiceDeleted { namespace, name } => {
+                self.index.delete_service(&namespace, &name, at)
+            }
+            ClusterEvent::SliceApplied(slice) => self.index.apply_endpoint_slice(slice, at),
+            ClusterEvent::SliceDeleted { namespace, name } => {
+                self.index.delete_endpoint_slice(&namespace, &name, at)
+            }
+            ClusterEvent::NodeApplied(node) => self.index.apply_node(node, at),
+            ClusterEvent::NodeDeleted(name) => self.index.delete_node(&name, at),
+            ClusterEvent::ObservedTrafficDeleted(client) => {
+                if self.map.remove(&client).is_some() {
+                    tracing::info!(client = %client.name, namespace = %client.namespace, "map entry reset");
+                }
+                self.handed.remove(&client);
+                self.update_gauges();
+            }
+        }
+    }
+
+    /// Resolves a report's observations; what cannot be resolved yet waits.
+    pub fn ingest(&mut self, received: ReceivedReport, now: TimeMs) {
+        for obs in received.report.observations {
+            if let Observation::Dns(dns) = &obs {
+                self.index.record_dns_answers(dns);
+            }
+            let outcome = self
+                .index
+                .resolve_observation(&obs, Attempt::retryable(now));
+            if !self.fold(outcome, false) && self.pending.push(obs, now).is_some() {
+                self.unresolved("queue_full");
+            }
+        }
+        self.metrics
+            .observations_pending
+            .set(self.pending.len() as i64);
+        self.update_gauges();
+    }
+
+    /// Retries waiting observations; those past their deadline get a last attempt.
+    pub fn retry_pending(&mut self, now: TimeMs) {
+        let index = &self.index;
+        let drained = self.pending.drain(now, |obs| {
+            match index.resolve_observation(obs, Attempt::retryable(now)) {
+                ObservationOutcome::Pending(_) => None,
+                outcome => Some(outcome),
+            }
+        });
+        for outcome in drained.resolved {
+            self.fold(outcome, true);
+        }
+        for obs in drained.expired {
+            let outcome = self.index.resolve_observation(&obs, Attempt::last(now));
+            self.fold(outcome, true);
+        }
+        self.metrics
+            .observations_pending
+            .set(self.pending.len() as i64);
+        self.update_gauges();
+    }
+
+    /// Folds an outcome into the map; false when it is still pending.
+    fn fold(&mut self, outcome: ObservationOutcome, final_attempt: bool) -> bool {
+        match outcome {
+            ObservationOutcome::Edges { client, edges } => {
+                tracing::debug!(client = %client.name, namespace = %client.namespace, edges = edges.len(), "observation resolved");
+                for edge in edges {
+                    self.map.record(&client, edge);
+                }
+                self.metrics.observations_resolved.inc();
+                true
+            }
+            ObservationOutcome::Skipped(reason) => {
+                tracing::debug!(?reason, "observation adds nothing");
+                let label = match reason {
+                    SkipReason::ClientIsNode(_) => "client_is_node",
+                    SkipReason::ClusterDnsUpstream => "cluster_dns_upstream",
+                    SkipReason::Dropped(_) => "dropped",
+                };
+                self.metrics
+                    .observations_skipped
+                    .get_or_create(&ReasonLabel::new(label))
+                    .inc();
+                true
+            }
+            ObservationOutcome::Pending(reason) => {
+                if final_attempt {
+                    tracing::debug!(?reason, "observation still pending on its last attempt");
+                    self.unresolved("still_pending");
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    fn unresolved(&self, reason: &str) {
+        self.metrics
+            .observations_unresolved
+            .get_or_create(&ReasonLabel::new(reason))
+            .inc();
+    }
+
+    /// Statuses due for writing at `now`, marking them handed over.
+    pub fn due_writes(&mut self, now: TimeMs) -> Vec<StatusWrite> {
+        let mut due = Vec::new();
+        for (client, edges) in self.map.clients() {
+            let write = match self.handed.get(client) {
+                None => true,
+                Some(handed) => match edges.change_since(&handed.edges) {
+                    Change::Unchanged => false,
+                    Change::LastSeenOnly => {
+                        now.saturating_sub(handed.at_ms) >= self.config.last_seen_refresh_ms
+                    }
+                    Change::Material => true,
+                },
+            };
+            if write {
+                due.push(StatusWrite {
+                    client: client.clone(),
+                    status: edges.to_status(),
+                });
+            }
+        }
+        for write in &due {
+            if let Some(edges) = self.map.get(&write.client) {
+                self.handed.insert(
+                    write.client.clone(),
+                    Handed {
+                        edges: edges.clone(),
+                        at_ms: now,
+                    },
+                );
+            }
+        }
+        due
+    }
+
+    /// Forgets history older than the retention.
+    pub fn gc(&mut self, now: TimeMs) {
+        self.index.gc(now);
+    }
+
+    fn update_gauges(&self) {
+        let clients = self.map.clients().count();
+        let edges: usize = self.map.clients().map(|(_, e)| e.target_count()).sum();
+        self.metrics.clients.set(clients as i64);
+        self.metrics.edges.set(edges as i64);
+    }
+
+    /// The flush interval.
+    pub fn flush_interval_ms(&self) -> u64 {
+        self.config.flush_interval_ms
+    }
+}
+
+/// How often waiting observations are retried.
+const RETRY_INTERVAL_MS: u64 = 1_000;
+/// How often old history is collected.
+const GC_INTERVAL_MS: u64 = 60_000;
+
+/// Runs the engine until `shutdown`, then hands over a final flush.
+pub async fn run(
+    mut engine: Engine,
+    mut cluster: mpsc::Receiver<Stamped>,
+    mut reports: mpsc::Receiver<ReceivedReport>,
+    writes: mpsc::UnboundedSender<Vec<StatusWrite>>,
+    shutdown: CancellationToken,
+) {
+    let mut retry = tokio::time::interval(std::time::Duration::from_millis(RETRY_INTERVAL_MS));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_flush = now_ms();
+    let mut last_gc = now_ms();
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(event) = cluster.recv() => engine.apply(event),
+            Some(report) = reports.recv() => engine.ingest(report, now_ms()),
+            _ = retry.tick() => {
+                let now = now_ms();
+                engine.retry_pending(now);
+                if now.saturating_sub(last_flush) >= engine.flush_interval_ms() {
+                    last_flush = now;
+                    let due = engine.due_writes(now);
+                    if !due.is_empty() && writes.send(due).is_err() {
+                        tracing::error!("the writer stopped; the engine stops too");
+                        break;
+                    }
+                }
+                if now.saturating_sub(last_gc) >= GC_INTERVAL_MS {
+                    last_gc = now;
+                    engine.gc(now);
+                }
+            }
+        }
+    }
+    let due = engine.due_writes(now_ms());
+    if !due.is_empty() {
+        let _ = writes.send(due);
+    }
+}

@@ -1,0 +1,239 @@
+//! `trafficmap-operator`: wires the pieces together (see the library docs for what each does).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use kube::Client;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+use trafficmap_operator::admin::{self, Readiness};
+use trafficmap_operator::config::Args;
+use trafficmap_operator::engine::{self, Engine, EngineConfig};
+use trafficmap_operator::ingest::auth::service_account_username;
+use trafficmap_operator::ingest::tls::{self, ManagedTls};
+use trafficmap_operator::ingest::{self, IngestConfig};
+use trafficmap_operator::leader::{self, LeaseConfig};
+use trafficmap_operator::metrics::Metrics;
+use trafficmap_operator::now_ms;
+use trafficmap_operator::reconcile::{Writer, WriterConfig};
+use trafficmap_operator::resolve::ResolveConfig;
+use trafficmap_operator::resolve::{Index, ServiceKey};
+use trafficmap_operator::store::{restore, watch};
+
+/// Queue of cluster events between the watches and the engine.
+const CLUSTER_EVENT_QUEUE: usize = 16 * 1024;
+/// Reports waiting for the engine; beyond this, sniffers get 503 and retry.
+const REPORT_QUEUE: usize = 256;
+/// How long shutdown may take before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::debug!("a rustls crypto provider was already installed");
+    }
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let client = Client::try_default().await.map_err(|e| {
+        format!("cannot reach the API server (in-cluster config or KUBECONFIG): {e}")
+    })?;
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(Readiness::default());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+
+    let admin = tokio::spawn(admin::serve(
+        args.admin_addr,
+        readiness.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let lost = CancellationToken::new();
+    let lease = LeaseConfig {
+        namespace: args.namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: args.pod_name.clone(),
+        duration: Duration::from_secs(15),
+        retry: Duration::from_secs(2),
+    };
+    let holder = if args.leader_elect {
+        if !leader::acquire(&client, &lease, &shutdown).await {
+            return Ok(());
+        }
+        Some(tokio::spawn(leader::hold(
+            client.clone(),
+            lease,
+            shutdown.clone(),
+            lost.clone(),
+        )))
+    } else {
+        None
+    };
+    metrics.leader.set(1);
+
+    let pair = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => tls::from_files(cert, key),
+        _ => {
+            let managed = ManagedTls {
+                namespace: args.namespace.clone(),
+                secret: args.tls_secret.clone(),
+                ca_configmap: args.ca_configmap.clone(),
+                dns_names: args.certificate_names(),
+            };
+            tls::ensure_managed(&client, &managed).await
+        }
+    }
+    .map_err(|e| format!("ingest TLS: {e}"))?;
+    let tls_config = tls::server_config(&pair).map_err(|e| format!("ingest TLS: {e}"))?;
+
+    let resolve = resolve_config(&args)?;
+    let started = now_ms();
+    let mut engine = Engine::new(
+        Index::new(resolve, started),
+        EngineConfig {
+            flush_interval_ms: args.flush_interval.as_millis() as u64,
+            ..EngineConfig::default()
+        },
+        metrics.clone(),
+    );
+    let stored = restore::list_observed(&client)
+        .await
+        .map_err(|e| format!("reading the stored map (ObservedTraffic): {e}"))?;
+    tracing::info!(
+        clients = stored.len(),
+        "restored the map from ObservedTraffic"
+    );
+    engine.restore(&stored, started);
+
+    let (cluster_tx, cluster_rx) = mpsc::channel(CLUSTER_EVENT_QUEUE);
+    let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
+    let (write_tx, write_rx) = mpsc::unbounded_channel();
+    let work = CancellationToken::new();
+
+    let watches = tokio::spawn(watch::run_all(client.clone(), cluster_tx, work.clone()));
+    let engine_task = tokio::spawn(engine::run(
+        engine,
+        cluster_rx,
+        report_rx,
+        write_tx,
+        work.clone(),
+    ));
+    let writer = Writer::new(
+        client.clone(),
+        WriterConfig {
+            emit_client_intents: args.emit_client_intents,
+        },
+        metrics.clone(),
+    );
+    let writer_task = tokio::spawn(writer.run(write_rx, work.clone()));
+
+    let listener = tokio::net::TcpListener::bind(args.ingest_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.ingest_addr))?;
+    let (sniffer_ns, sniffer_name) = args.sniffer_account();
+    let ingest_task = tokio::spawn(ingest::serve(
+        listener,
+        tls_config,
+        IngestConfig {
+            addr: args.ingest_addr,
+            max_body_bytes: args.max_body_bytes,
+            sniffer_username: service_account_username(&sniffer_ns, &sniffer_name),
+            audience: args.token_audience.clone(),
+        },
+        client.clone(),
+        report_tx,
+        metrics.clone(),
+        work.clone(),
+    ));
+    readiness.set(true);
+    tracing::info!(addr = %args.ingest_addr, "ingesting reports");
+
+    let lost_leadership = tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = lost.cancelled() => true,
+    };
+    readiness.set(false);
+    metrics.leader.set(0);
+    work.cancel();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = ingest_task.await;
+        let _ = watches.await;
+        let _ = engine_task.await;
+        let _ = writer_task.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown took longer than {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    shutdown.cancel();
+    if let Some(holder) = holder {
+        let _ = holder.await;
+    }
+    let _ = admin.await;
+    if lost_leadership {
+        return Err("lost leadership; exiting so this replica restarts as a follower".into());
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn resolve_config(args: &Args) -> Result<ResolveConfig, String> {
+    let (dns_ns, dns_name) = args.cluster_dns_service.split_once('/').ok_or_else(|| {
+        format!(
+            "--cluster-dns-service {} is not namespace/name",
+            args.cluster_dns_service
+        )
+    })?;
+    Ok(ResolveConfig {
+        cluster_domain: args.cluster_domain.clone(),
+        pod_cidrs: args.pod_cidrs.clone(),
+        service_cidrs: args.service_cidrs.clone(),
+        cluster_dns: ServiceKey::new(dns_ns, dns_name),
+        ..ResolveConfig::default()
+    })
+}
+
+async fn signals(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(%err, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
