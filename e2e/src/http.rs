@@ -1,0 +1,74 @@
+//! A small HTTP(S) client for tests: posts reports to the operator trusting only its CA, and
+//! reads admin endpoints.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::{Error, Result};
+
+fn boxed<E: std::error::Error + Send + Sync + 'static>(what: &str, e: E) -> Error {
+    Error::Http {
+        what: what.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// Sends `method` to `url` with an optional bearer token and body; returns status and body.
+/// HTTPS URLs trust only `ca_pem` (or nothing, when absent).
+pub async fn request(
+    method: &str,
+    url: &str,
+    ca_pem: Option<&str>,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> Result<(u16, String)> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|e| boxed("CA PEM", e))?)
+                .map_err(|e| boxed("CA certificate", e))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| boxed("TLS versions", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: HyperClient<_, Full<Bytes>> =
+        HyperClient::builder(TokioExecutor::new()).build(connector);
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| boxed("request", e))?;
+    let response = client.request(request).await.map_err(|e| boxed(url, e))?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| boxed("response body", e))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// GETs a plain-HTTP URL.
+pub async fn get(url: &str) -> Result<(u16, String)> {
+    request("GET", url, None, None, Vec::new()).await
+}

@@ -1,0 +1,243 @@
+//! Runs the real `trafficmap-operator` binary against the control plane, as a process.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+
+use crate::cluster::{kubeconfig_path, repo_root};
+use crate::{Error, Result, kube_context};
+
+/// Directory of the project's binaries: `$TRAFFICMAP_BIN_DIR`, else `<repo>/target/debug`.
+pub fn bin_path(name: &str) -> Result<PathBuf> {
+    let dir = std::env::var_os("TRAFFICMAP_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug"));
+    let path = dir.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(Error::MissingBinary(path.display().to_string()))
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::Http {
+        what: "free port".into(),
+        source: Box::new(e),
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::Http {
+            what: "free port".into(),
+            source: Box::new(e),
+        })?
+        .port();
+    Ok(port)
+}
+
+/// How long the operator may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to run the operator.
+#[derive(Clone, Debug)]
+pub struct OperatorOptions {
+    /// Its namespace (Secret, ConfigMap, Lease live there).
+    pub namespace: String,
+    /// The sniffer ServiceAccount, `namespace/name`.
+    pub sniffer_account: String,
+    /// Extra flags.
+    pub extra_args: Vec<String>,
+    /// Label for the log file.
+    pub label: String,
+}
+
+/// A running operator; killed when dropped.
+pub struct OperatorProcess {
+    child: Child,
+    /// `https://127.0.0.1:<port>/v1/reports`.
+    pub ingest_url: String,
+    /// `http://127.0.0.1:<port>`.
+    pub admin_url: String,
+    /// Where its output goes.
+    pub log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts it and waits until it is ready (leading and ingesting).
+    pub async fn start(options: &OperatorOptions) -> Result<Self> {
+        let binary = bin_path("trafficmap-operator")?;
+        let (ingest, admin) = (free_port()?, free_port()?);
+        let log_dir = repo_root().join("target/e2e-logs");
+        std::fs::create_dir_all(&log_dir).map_err(|e| Error::Http {
+            what: "log dir".into(),
+            source: Box::new(e),
+        })?;
+        let log = log_dir.join(format!("{}-operator.log", options.label));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| Error::Http {
+                what: "log file".into(),
+                source: Box::new(e),
+            })?;
+        let err = out.try_clone().map_err(|e| Error::Http {
+            what: "log file".into(),
+            source: Box::new(e),
+        })?;
+        let child = Command::new(&binary)
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("RUST_LOG", "info,trafficmap_operator=debug")
+            .args([
+                "--ingest-addr",
+                &format!("127.0.0.1:{ingest}"),
+                "--admin-addr",
+                &format!("127.0.0.1:{admin}"),
+                "--namespace",
+                &options.namespace,
+                "--pod-name",
+                &options.label,
+                "--sniffer-service-account",
+                &options.sniffer_account,
+                "--tls-san",
+                "127.0.0.1",
+                "--pod-cidr",
+                "10.244.0.0/16",
+                "--service-cidr",
+                "10.96.0.0/16",
+                "--flush-interval",
+                "1s",
+            ])
+            .args(&options.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(|e| Error::Http {
+                what: binary.display().to_string(),
+                source: Box::new(e),
+            })?;
+        let mut process = OperatorProcess {
+            child,
+            ingest_url: format!("https://127.0.0.1:{ingest}/v1/reports"),
+            admin_url: format!("http://127.0.0.1:{admin}"),
+            log,
+        };
+        let ready_url = format!("{}/readyz", process.admin_url);
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                let tail = process.log_tail();
+                return Err(Error::Exited(format!(
+                    "operator exited with {status}\n--- operator log ---\n{tail}"
+                )));
+            }
+            if matches!(crate::http::get(&ready_url).await, Ok((200, _))) {
+                return Ok(process);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let tail = process.log_tail();
+                return Err(Error::Exited(format!(
+                    "operator not ready after {READY_TIMEOUT:?}\n--- operator log ---\n{tail}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(crate::http::get(&format!("{}/metrics", self.admin_url))
+            .await?
+            .1)
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks it to stop (SIGTERM) and waits up to 30 s.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..300 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill();
+        None
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The CA the operator published for sniffers.
+pub async fn published_ca(client: &Client, namespace: &str) -> Result<String> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get("trafficmap-ca")
+        .await
+        .map_err(kube_context("read ConfigMap trafficmap-ca"))?;
+    cm.data
+        .and_then(|d| d.get("ca.crt").cloned())
+        .ok_or_else(|| Error::Exited("ConfigMap trafficmap-ca has no ca.crt".into()))
+}
+
+/// Creates ServiceAccount `name` (if needed) and returns a token for `audience`.
+pub async fn service_account_token(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    audience: &str,
+) -> Result<String> {
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    match accounts.create(&PostParams::default(), &account).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(kube_context(format!("create service account {name}"))(e)),
+    }
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![audience.into()]),
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let issued: TokenRequest = accounts
+        .create_subresource("token", name, &PostParams::default(), &request)
+        .await
+        .map_err(kube_context(format!("token for {name}")))?;
+    issued
+        .status
+        .and_then(|s| s.token)
+        .ok_or_else(|| Error::Exited("TokenRequest returned no token".into()))
+}
