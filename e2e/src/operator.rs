@@ -72,6 +72,13 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts it and waits until it is ready (leading and ingesting).
     pub async fn start(options: &OperatorOptions) -> Result<Self> {
+        let mut process = Self::spawn(options)?;
+        process.wait_ready(READY_TIMEOUT).await?;
+        Ok(process)
+    }
+
+    /// Starts it without waiting (a leader-election follower never becomes ready).
+    pub fn spawn(options: &OperatorOptions) -> Result<Self> {
         let binary = bin_path("trafficmap-operator")?;
         let (ingest, admin) = (free_port()?, free_port()?);
         let log_dir = repo_root().join("target/e2e-logs");
@@ -124,28 +131,40 @@ impl OperatorProcess {
                 what: binary.display().to_string(),
                 source: Box::new(e),
             })?;
-        let mut process = OperatorProcess {
+        let process = OperatorProcess {
             child,
             ingest_url: format!("https://127.0.0.1:{ingest}/v1/reports"),
             admin_url: format!("http://127.0.0.1:{admin}"),
             log,
         };
-        let ready_url = format!("{}/readyz", process.admin_url);
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        Ok(process)
+    }
+
+    /// Whether `/readyz` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        matches!(
+            crate::http::get(&format!("{}/readyz", self.admin_url)).await,
+            Ok((200, _))
+        )
+    }
+
+    /// Waits until `/readyz` answers 200; fails with the log's tail if it exits or times out.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Ok(Some(status)) = process.child.try_wait() {
-                let tail = process.log_tail();
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let tail = self.log_tail();
                 return Err(Error::Exited(format!(
                     "operator exited with {status}\n--- operator log ---\n{tail}"
                 )));
             }
-            if matches!(crate::http::get(&ready_url).await, Ok((200, _))) {
-                return Ok(process);
+            if self.is_ready().await {
+                return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                let tail = process.log_tail();
+                let tail = self.log_tail();
                 return Err(Error::Exited(format!(
-                    "operator not ready after {READY_TIMEOUT:?}\n--- operator log ---\n{tail}"
+                    "operator not ready after {timeout:?}\n--- operator log ---\n{tail}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

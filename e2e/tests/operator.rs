@@ -564,3 +564,73 @@ async fn without_the_client_intents_crd_the_condition_says_so() {
     setup.cleanup().await;
     install_all(&client).await.expect("CRDs reinstalled");
 }
+
+#[tokio::test]
+async fn with_two_replicas_only_the_leader_ingests_and_a_dead_leader_is_replaced() {
+    let _serial = SERIAL.lock().await;
+    let mut setup = Setup::new("tm-op-lease", &["--leader-elect"]).await;
+    let cluster_ip = client_and_server(&setup, "10.244.17.2", "10.244.17.3").await;
+    let follower_options = OperatorOptions {
+        label: format!("{}-b", setup.options.label),
+        ..setup.options.clone()
+    };
+    let mut follower = OperatorProcess::spawn(&follower_options).expect("second replica");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(setup.operator.is_ready().await, "the first replica leads");
+    assert!(!follower.is_ready().await, "a follower reports not ready");
+    let refused = http::request(
+        "POST",
+        &follower.ingest_url,
+        Some(&setup.ca),
+        Some(&setup.token),
+        report(vec![]),
+    )
+    .await;
+    assert!(refused.is_err(), "a follower does not ingest: {refused:?}");
+
+    // A crashed leader's lease runs out (15 s) and the follower takes over.
+    let crashed = tokio::time::Instant::now();
+    setup.operator.kill();
+    follower
+        .wait_ready(Duration::from_secs(25))
+        .await
+        .expect("the follower takes over after the lease expires");
+    let took = crashed.elapsed();
+    assert!(took <= Duration::from_secs(20), "handover took {took:?}");
+    let body = report(vec![connection("10.244.17.2", cluster_ip, 80, now_ms())]);
+    let status = http::request(
+        "POST",
+        &follower.ingest_url,
+        Some(&setup.ca),
+        Some(&setup.token),
+        body,
+    )
+    .await
+    .expect("post to the new leader")
+    .0;
+    assert_eq!(status, 202);
+    setup.wait_for_targets("client", &["server"]).await;
+
+    // A leader that shuts down releases its lease: the next replica takes over at once.
+    let third_options = OperatorOptions {
+        label: format!("{}-c", setup.options.label),
+        ..setup.options.clone()
+    };
+    let mut third = OperatorProcess::spawn(&third_options).expect("third replica");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!third.is_ready().await, "the third replica follows");
+    let stopping = tokio::time::Instant::now();
+    let exit = follower.terminate().expect("the leader stops on SIGTERM");
+    assert!(exit.success(), "graceful exit: {exit:?}");
+    third
+        .wait_ready(Duration::from_secs(10))
+        .await
+        .expect("the lease was released and taken");
+    let took = stopping.elapsed();
+    assert!(
+        took <= Duration::from_secs(8),
+        "handover after release took {took:?}"
+    );
+    drop(third);
+    setup.cleanup().await;
+}

@@ -11,7 +11,7 @@ use crate::resolve::IpCidr;
 /// The trafficmap operator: resolves sniffer reports to workloads, keeps one ObservedTraffic
 /// per client workload and emits draft Otterize ClientIntents.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None, after_help = "\
+#[command(version, about = "The trafficmap operator: resolves sniffer reports to workloads, keeps one ObservedTraffic per client workload and emits draft Otterize ClientIntents.", long_about = None, after_help = "\
 Examples:
   trafficmap-operator --namespace trafficmap --leader-elect
   trafficmap-operator --emit-client-intents=false --flush-interval 10s
