@@ -8,6 +8,12 @@
 //! With a refresh interval ([`Aggregator::with_refresh`]) an entry still being seen is
 //! reported again once that long has passed since it was last reported, with its first and
 //! latest times, so a receiver's "last seen" keeps moving for long-lived connections.
+//!
+//! A DNS client's pod is found by [`dns_client_pod`]: when the host sent the response on a
+//! host-side veth whose peer is a pod's namespace, that pod (the interface cannot be fooled by
+//! a reused, duplicated or spoofed address); otherwise the pod whose namespace holds the
+//! client address. When both tell and disagree, the interface wins and the disagreement is
+//! counted (`dns_client_mismatch`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,8 +22,9 @@ use std::time::Duration;
 use trafficmap_api::observed::Protocol;
 use trafficmap_api::report::{ClientId, ConnectionObservation, DnsObservation, Observation};
 
+use crate::counters::Counters;
 use crate::events::DnsEvent;
-use crate::scan::ConnectionSeen;
+use crate::scan::{ConnectionSeen, PodLink};
 
 /// How long an entry is kept after it was last seen, in milliseconds.
 pub const ENTRY_RETENTION_MS: u64 = 60 * 60 * 1000;
@@ -60,7 +67,57 @@ pub struct Aggregator {
     dns: HashMap<DnsKey, DnsEntry>,
     connections: HashMap<ConnectionKey, Seen>,
     pod_ips: HashMap<IpAddr, String>,
+    pod_links: HashMap<i32, PodLink>,
     refresh_ms: Option<u64>,
+}
+
+/// How the pod of a DNS client was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSource {
+    /// From the host-side veth the response was sent on.
+    Interface,
+    /// From the client address.
+    Address,
+    /// Neither tells.
+    Unknown,
+}
+
+/// The pod of a DNS client, how it was found, and whether the two ways disagreed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientPod {
+    /// The pod UID, when known.
+    pub pod_uid: Option<String>,
+    /// Where it came from.
+    pub source: ClientSource,
+    /// The interface named a namespace and the address map a different pod.
+    pub mismatch: bool,
+}
+
+/// Decides a DNS client's pod: the namespace behind the first interface in `sent_on` that is a
+/// host-side veth of a scanned namespace wins; otherwise the pod holding `client_ip`.
+pub fn dns_client_pod(
+    sent_on: &[i32],
+    client_ip: &IpAddr,
+    pod_links: &HashMap<i32, PodLink>,
+    pod_ips: &HashMap<IpAddr, String>,
+) -> ClientPod {
+    let by_address = pod_ips.get(client_ip);
+    match sent_on.iter().find_map(|index| pod_links.get(index)) {
+        Some(link) => ClientPod {
+            pod_uid: link.pod_uid.clone(),
+            source: ClientSource::Interface,
+            mismatch: by_address.is_some() && by_address != link.pod_uid.as_ref(),
+        },
+        None => ClientPod {
+            pod_uid: by_address.cloned(),
+            source: if by_address.is_some() {
+                ClientSource::Address
+            } else {
+                ClientSource::Unknown
+            },
+            mismatch: false,
+        },
+    }
 }
 
 impl Aggregator {
@@ -77,9 +134,37 @@ impl Aggregator {
         self.pod_ips = pod_ips;
     }
 
+    /// Replaces the host veth -> peer namespace map used to name DNS clients.
+    pub fn set_pod_links(&mut self, pod_links: HashMap<i32, PodLink>) {
+        self.pod_links = pod_links;
+    }
+
     /// The observations a DNS answer adds: one per address family that is new or changed.
-    pub fn dns(&mut self, event: &DnsEvent) -> Vec<Observation> {
-        let pod_uid = self.pod_ips.get(&event.client_ip).cloned();
+    /// Counts how its client was attributed in `counters`.
+    pub fn dns(&mut self, event: &DnsEvent, counters: &Counters) -> Vec<Observation> {
+        let client = dns_client_pod(
+            &event.sent_on,
+            &event.client_ip,
+            &self.pod_links,
+            &self.pod_ips,
+        );
+        match client.source {
+            ClientSource::Interface => Counters::inc(&counters.dns_client_by_interface),
+            ClientSource::Address => Counters::inc(&counters.dns_client_by_address),
+            ClientSource::Unknown => {}
+        }
+        if client.mismatch {
+            Counters::inc(&counters.dns_client_mismatch);
+            tracing::debug!(
+                client = %event.client_ip,
+                name = %event.answer.name,
+                sent_on = ?event.sent_on,
+                by_interface = ?client.pod_uid,
+                by_address = ?self.pod_ips.get(&event.client_ip),
+                "DNS client: interface and address name different pods; trusting the interface"
+            );
+        }
+        let pod_uid = client.pod_uid;
         let mut out = Vec::new();
         for ipv6 in [false, true] {
             let ips: Vec<IpAddr> = event
@@ -229,6 +314,7 @@ mod tests {
             },
             seen_ms,
             ifindex: 1,
+            sent_on: Vec::new(),
         }
     }
 
@@ -247,15 +333,26 @@ mod tests {
     fn a_repeated_answer_is_reported_once() {
         let mut agg = Aggregator::default();
         assert_eq!(
-            agg.dns(&event("10.0.0.5", "a.b", &["10.1.0.1"], 1)).len(),
+            agg.dns(
+                &event("10.0.0.5", "a.b", &["10.1.0.1"], 1),
+                &Counters::default()
+            )
+            .len(),
             1
         );
         assert!(
-            agg.dns(&event("10.0.0.5", "a.b", &["10.1.0.1"], 2))
-                .is_empty()
+            agg.dns(
+                &event("10.0.0.5", "a.b", &["10.1.0.1"], 2),
+                &Counters::default()
+            )
+            .is_empty()
         );
         assert_eq!(
-            agg.dns(&event("10.0.0.6", "a.b", &["10.1.0.1"], 3)).len(),
+            agg.dns(
+                &event("10.0.0.6", "a.b", &["10.1.0.1"], 3),
+                &Counters::default()
+            )
+            .len(),
             1
         );
     }
@@ -263,8 +360,14 @@ mod tests {
     #[test]
     fn a_changed_answer_is_reported_again_with_its_first_seen_time() {
         let mut agg = Aggregator::default();
-        agg.dns(&event("10.0.0.5", "a.b", &["10.1.0.1"], 1));
-        let again = agg.dns(&event("10.0.0.5", "a.b", &["10.1.0.2"], 9));
+        agg.dns(
+            &event("10.0.0.5", "a.b", &["10.1.0.1"], 1),
+            &Counters::default(),
+        );
+        let again = agg.dns(
+            &event("10.0.0.5", "a.b", &["10.1.0.2"], 9),
+            &Counters::default(),
+        );
         match again.as_slice() {
             [Observation::Dns(d)] => {
                 assert_eq!((d.first_seen_ms, d.last_seen_ms), (1, 9));
@@ -278,17 +381,34 @@ mod tests {
     fn a_and_aaaa_answers_do_not_replace_each_other() {
         let mut agg = Aggregator::default();
         assert_eq!(
-            agg.dns(&event("10.0.0.5", "a.b", &["10.1.0.1"], 1)).len(),
+            agg.dns(
+                &event("10.0.0.5", "a.b", &["10.1.0.1"], 1),
+                &Counters::default()
+            )
+            .len(),
             1
         );
-        assert_eq!(agg.dns(&event("10.0.0.5", "a.b", &["fd00::1"], 2)).len(), 1);
-        assert!(
-            agg.dns(&event("10.0.0.5", "a.b", &["10.1.0.1"], 3))
-                .is_empty()
+        assert_eq!(
+            agg.dns(
+                &event("10.0.0.5", "a.b", &["fd00::1"], 2),
+                &Counters::default()
+            )
+            .len(),
+            1
         );
         assert!(
-            agg.dns(&event("10.0.0.5", "a.b", &["fd00::1"], 4))
-                .is_empty()
+            agg.dns(
+                &event("10.0.0.5", "a.b", &["10.1.0.1"], 3),
+                &Counters::default()
+            )
+            .is_empty()
+        );
+        assert!(
+            agg.dns(
+                &event("10.0.0.5", "a.b", &["fd00::1"], 4),
+                &Counters::default()
+            )
+            .is_empty()
         );
     }
 
@@ -300,12 +420,102 @@ mod tests {
             UID.to_owned(),
         )]));
         match agg
-            .dns(&event("10.0.0.5", "a.b", &["10.1.0.1"], 1))
+            .dns(
+                &event("10.0.0.5", "a.b", &["10.1.0.1"], 1),
+                &Counters::default(),
+            )
             .as_slice()
         {
             [Observation::Dns(d)] => assert_eq!(d.client.pod_uid.as_deref(), Some(UID)),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    const OTHER: &str = "7f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b";
+
+    fn link(uid: Option<&str>) -> PodLink {
+        PodLink {
+            netns_inode: 4026532000,
+            pod_uid: uid.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_interface_wins_over_the_address() {
+        let ip: IpAddr = "10.0.0.5".parse().expect("ip");
+        let links = HashMap::from([(9, link(Some(UID))), (12, link(None))]);
+        let agree = HashMap::from([(ip, UID.to_owned())]);
+        let disagree = HashMap::from([(ip, OTHER.to_owned())]);
+        let none = HashMap::new();
+        let decide = |sent_on: &[i32], ips| dns_client_pod(sent_on, &ip, &links, ips);
+
+        let both = decide(&[3, 9], &agree);
+        assert_eq!(
+            (both.pod_uid.as_deref(), both.source, both.mismatch),
+            (Some(UID), ClientSource::Interface, false)
+        );
+        let spoofed = decide(&[9], &disagree);
+        assert_eq!(
+            (spoofed.pod_uid.as_deref(), spoofed.source, spoofed.mismatch),
+            (Some(UID), ClientSource::Interface, true)
+        );
+        let interface_only = decide(&[9], &none);
+        assert_eq!(
+            (interface_only.pod_uid.as_deref(), interface_only.mismatch),
+            (Some(UID), false)
+        );
+        // A namespace without a pod: the address of some other pod does not name it.
+        let podless = decide(&[12], &disagree);
+        assert_eq!(
+            (podless.pod_uid, podless.source, podless.mismatch),
+            (None, ClientSource::Interface, true)
+        );
+        // The bridge, loopback or an unknown interface: the address decides.
+        let bridge = decide(&[3], &disagree);
+        assert_eq!(
+            (bridge.pod_uid.as_deref(), bridge.source, bridge.mismatch),
+            (Some(OTHER), ClientSource::Address, false)
+        );
+        let received_only = decide(&[], &agree);
+        assert_eq!(received_only.source, ClientSource::Address);
+        let unknown = decide(&[3], &none);
+        assert_eq!(
+            (unknown.pod_uid, unknown.source),
+            (None, ClientSource::Unknown)
+        );
+    }
+
+    #[test]
+    fn a_dns_client_is_named_by_the_veth_it_was_sent_on_and_mismatches_are_counted() {
+        let counters = Counters::default();
+        let mut agg = Aggregator::default();
+        agg.set_pod_ips(HashMap::from([(
+            "10.0.0.5".parse().expect("ip"),
+            OTHER.to_owned(),
+        )]));
+        agg.set_pod_links(HashMap::from([(9, link(Some(UID)))]));
+        let mut sent = event("10.0.0.5", "a.b", &["10.1.0.1"], 1);
+        sent.sent_on = vec![9];
+        match agg.dns(&sent, &counters).as_slice() {
+            [Observation::Dns(d)] => assert_eq!(d.client.pod_uid.as_deref(), Some(UID)),
+            other => panic!("unexpected {other:?}"),
+        }
+        match agg
+            .dns(&event("10.0.0.5", "c.d", &["10.1.0.1"], 2), &counters)
+            .as_slice()
+        {
+            [Observation::Dns(d)] => assert_eq!(d.client.pod_uid.as_deref(), Some(OTHER)),
+            other => panic!("unexpected {other:?}"),
+        }
+        let snapshot = counters.snapshot();
+        assert_eq!(
+            (
+                snapshot.dns_client_by_interface,
+                snapshot.dns_client_by_address,
+                snapshot.dns_client_mismatch
+            ),
+            (1, 1, 1)
+        );
     }
 
     #[test]
@@ -358,16 +568,25 @@ mod tests {
     fn a_repeated_dns_answer_is_refreshed_after_the_interval() {
         let mut agg = Aggregator::with_refresh(Duration::from_millis(100));
         assert_eq!(
-            agg.dns(&event("10.0.0.5", "a.b", &["10.1.0.1"], 1_000))
-                .len(),
+            agg.dns(
+                &event("10.0.0.5", "a.b", &["10.1.0.1"], 1_000),
+                &Counters::default()
+            )
+            .len(),
             1
         );
         assert!(
-            agg.dns(&event("10.0.0.5", "a.b", &["10.1.0.1"], 1_099))
-                .is_empty()
+            agg.dns(
+                &event("10.0.0.5", "a.b", &["10.1.0.1"], 1_099),
+                &Counters::default()
+            )
+            .is_empty()
         );
         match agg
-            .dns(&event("10.0.0.5", "a.b", &["10.1.0.1"], 1_100))
+            .dns(
+                &event("10.0.0.5", "a.b", &["10.1.0.1"], 1_100),
+                &Counters::default(),
+            )
             .as_slice()
         {
             [Observation::Dns(d)] => assert_eq!((d.first_seen_ms, d.last_seen_ms), (1_000, 1_100)),
@@ -379,7 +598,10 @@ mod tests {
     fn forgotten_entries_are_reported_again() {
         let mut agg = Aggregator::default();
         agg.connection(&conn("10.0.0.5", "10.1.0.1:80"), 1);
-        agg.dns(&event("10.0.0.5", "a.b", &["10.1.0.1"], 1));
+        agg.dns(
+            &event("10.0.0.5", "a.b", &["10.1.0.1"], 1),
+            &Counters::default(),
+        );
         agg.forget_older_than(2);
         assert_eq!(agg.len(), (0, 0));
         assert!(

@@ -36,6 +36,12 @@ pub struct Counters {
     pub kernel_drops: AtomicU64,
     /// Times the ring froze because user space fell behind (`tp_freeze_q_cnt`).
     pub kernel_queue_freezes: AtomicU64,
+    /// DNS answers whose client pod came from the host-side veth the response was sent on.
+    pub dns_client_by_interface: AtomicU64,
+    /// DNS answers whose client pod came from the client address (no veth told).
+    pub dns_client_by_address: AtomicU64,
+    /// DNS answers whose veth and address named different pods (the veth was trusted).
+    pub dns_client_mismatch: AtomicU64,
     /// Events dropped because the output thread fell behind.
     pub events_dropped: AtomicU64,
     /// Completed socket scans.
@@ -86,6 +92,9 @@ pub struct CountersSnapshot {
     pub kernel_packets: u64,
     pub kernel_drops: u64,
     pub kernel_queue_freezes: u64,
+    pub dns_client_by_interface: u64,
+    pub dns_client_by_address: u64,
+    pub dns_client_mismatch: u64,
     pub events_dropped: u64,
     pub scans: u64,
     pub scan_errors: u64,
@@ -157,6 +166,9 @@ impl Counters {
             kernel_packets: get(&self.kernel_packets),
             kernel_drops: get(&self.kernel_drops),
             kernel_queue_freezes: get(&self.kernel_queue_freezes),
+            dns_client_by_interface: get(&self.dns_client_by_interface),
+            dns_client_by_address: get(&self.dns_client_by_address),
+            dns_client_mismatch: get(&self.dns_client_mismatch),
             events_dropped: get(&self.events_dropped),
             scans: get(&self.scans),
             scan_errors: get(&self.scan_errors),

@@ -21,6 +21,9 @@ pub struct DnsEvent {
     pub seen_ms: u64,
     /// Interface it was captured on (the first copy's).
     pub ifindex: i32,
+    /// Interfaces the host sent a copy of it on (`PACKET_OUTGOING`), in capture order: a
+    /// host-side veth here names the client's namespace.
+    pub sent_on: Vec<i32>,
 }
 
 /// One message to the output thread.

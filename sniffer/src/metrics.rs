@@ -37,7 +37,7 @@ struct CountersCollector(Arc<Counters>);
 type CounterRow = (&'static str, &'static str, u64);
 
 #[rustfmt::skip]
-fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 21] {
+fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 24] {
     [
         ("packets", "Frames read from the capture ring (after the kernel's DNS filter).", s.frames),
         ("kernel_packets", "Packets the kernel passed to the capture ring.", s.kernel_packets),
@@ -49,6 +49,9 @@ fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 21] {
         ("dns_not_responses", "Messages from port 53 that are not responses to a standard query.", s.dns_not_responses),
         ("dns_error_rcode", "DNS responses with an error RCODE.", s.dns_error_rcode),
         ("dns_without_addresses", "NOERROR DNS responses without A or AAAA answers.", s.dns_without_addresses),
+        ("dns_client_by_interface", "DNS answers whose client pod came from the host-side veth the response was sent on.", s.dns_client_by_interface),
+        ("dns_client_by_address", "DNS answers whose client pod came from the client address.", s.dns_client_by_address),
+        ("dns_client_mismatch", "DNS answers whose veth and client address named different pods (the veth was trusted).", s.dns_client_mismatch),
         ("events_dropped", "DNS events dropped because the output thread fell behind.", s.events_dropped),
         ("scans", "Completed socket scans.", s.scans),
         ("scan_errors", "Network namespaces that could not be scanned.", s.scan_errors),
@@ -185,6 +188,7 @@ mod tests {
             "trafficmap_sniffer_buffer_bytes 1234",
             "trafficmap_sniffer_last_scan_duration_seconds 0.0015",
             "trafficmap_sniffer_reports_sent_total 0",
+            "trafficmap_sniffer_dns_client_mismatch_total 0",
             "trafficmap_sniffer_buffer_dropped_observations_total 0",
             "# TYPE trafficmap_sniffer_scan_duration_seconds counter",
         ] {

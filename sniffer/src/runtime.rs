@@ -384,11 +384,12 @@ fn output_loop(
                 if waiting_for_scan && pending.len() < MAX_PENDING_DNS_EVENTS {
                     pending.push(event);
                 } else {
-                    emit(aggregator.dns(&event))?;
+                    emit(aggregator.dns(&event, counters))?;
                 }
             }
             Ok(Event::Scan(report)) => {
                 aggregator.set_pod_ips(report.pod_ips);
+                aggregator.set_pod_links(report.pod_links);
                 let seen: Vec<Observation> = report
                     .connections
                     .iter()
@@ -402,7 +403,7 @@ fn output_loop(
                         "first socket scan done"
                     );
                     for event in pending.drain(..) {
-                        emit(aggregator.dns(&event))?;
+                        emit(aggregator.dns(&event, counters))?;
                     }
                 }
                 aggregator.forget_older_than(report.seen_ms.saturating_sub(ENTRY_RETENTION_MS));

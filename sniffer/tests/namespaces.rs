@@ -25,6 +25,8 @@ const CLI_V4: &str = "10.123.0.3";
 const CLI_V6: &str = "fd00:123::3";
 /// The host's address on the bridge, for the hostNetwork client only.
 const HOST_V4: &str = "10.123.0.1";
+/// Held by the "dup" pod only; the client sends one query from it.
+const SPOOF_V4: &str = "10.123.0.77";
 const A_QTYPE: u16 = 1;
 const AAAA_QTYPE: u16 = 28;
 const SNIFFER_RUN: &str = "8";
@@ -92,6 +94,7 @@ fn dns_answers_and_connections_of_a_pod_are_reported_with_its_uid() {
     let www = format!("www-{tag}.test.local");
     let web = format!("web-{tag}.test.local");
     let nope = format!("nope-{tag}.test.local");
+    let spoof = format!("spoof-{tag}.test.local");
 
     // "Cluster DNS" in the dns pod.
     node.spawn_in(
@@ -109,6 +112,7 @@ fn dns_answers_and_connections_of_a_pod_are_reported_with_its_uid() {
             "--pid-file=",
             &format!("--address=/{svc}/10.123.0.50"),
             &format!("--address=/{svc}/fd00:123::50"),
+            &format!("--address=/{spoof}/10.123.0.70"),
             &format!("--host-record={web},10.123.0.60,fd00:123::60"),
             &format!("--cname={www},{web}"),
             &format!("--cname={app},{www}"),
@@ -122,6 +126,30 @@ fn dns_answers_and_connections_of_a_pod_are_reported_with_its_uid() {
     node.place_in_pod_cgroup(pause, Some("besteffort"), &pod_uid);
     let cli = node.pod("cli").netns.clone();
     let dns = node.pod("dns").netns.clone();
+
+    // Another pod with the client's addresses, and one of its own, off the bridge.
+    node.add_detached_pod("dup", &[CLI_V4, CLI_V6, SPOOF_V4]);
+    let dup_uid = random_pod_uid();
+    let dup_pause = node.spawn_in("dup", "sleep", &["600"]);
+    node.place_in_pod_cgroup(dup_pause, Some("burstable"), &dup_uid);
+    // The dns pod answers SPOOF_V4 at the client's MAC (it would get no ARP reply).
+    let cli_mac = node.pod_mac("cli");
+    run(
+        "ip",
+        &[
+            "-n",
+            &dns,
+            "neigh",
+            "replace",
+            SPOOF_V4,
+            "lladdr",
+            &cli_mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    );
 
     // Wait for dnsmasq to answer.
     let svc_q = svc.clone();
@@ -215,6 +243,7 @@ fn dns_answers_and_connections_of_a_pod_are_reported_with_its_uid() {
 
     // Traffic after the sniffer started.
     let (svc_a, app_a, nope_a) = (svc.clone(), app.clone(), nope.clone());
+    let spoof_a = spoof.clone();
     let www_q = www.clone();
     let svc_aaaa = svc.clone();
     let clients = in_netns(&cli, move || {
@@ -233,6 +262,12 @@ fn dns_answers_and_connections_of_a_pod_are_reported_with_its_uid() {
         assert_eq!(rcode_and_answers(&tcp), (0, 2));
         let nx = udp_query(addr(DNS_V4, 53), &nope_a, A_QTYPE).expect("NXDOMAIN");
         assert_eq!(rcode_and_answers(&nx).0, 3);
+        spoofed_udp_query(
+            SPOOF_V4.parse().expect("ip"),
+            addr(DNS_V4, 53),
+            &spoof_a,
+            A_QTYPE,
+        );
         (new_tcp, new_tcp6, udp)
     });
     before.write_all(b"more non-DNS traffic").expect("send");
@@ -307,6 +342,17 @@ fn dns_answers_and_connections_of_a_pod_are_reported_with_its_uid() {
         dns_of(CLI_V4, &nope).is_empty(),
         "NXDOMAIN is not an answer\n{context}"
     );
+    // Sent from an address of "dup" only, delivered on the client's veth: the client's.
+    assert_eq!(
+        dns_of(SPOOF_V4, &spoof),
+        vec![(ips(&["10.123.0.70"]), uid.clone())],
+        "the veth, not the address, names the client\n{context}"
+    );
+    assert!(
+        !observations.iter().any(|o| matches!(o,
+            Observation::Dns(d) if d.client.pod_uid.as_deref() == Some(dup_uid.as_str()))),
+        "no DNS answer is the dup pod's\n{context}"
+    );
 
     // Connections of the client pod, and none of the servers.
     let connections: Vec<(String, Option<String>, SocketAddr, Protocol)> = observations
@@ -361,4 +407,13 @@ fn dns_answers_and_connections_of_a_pod_are_reported_with_its_uid() {
     assert!(counters["frames"].as_u64() > Some(0), "{context}");
     assert!(counters["dns_copies"].as_u64() >= Some(4), "{context}");
     assert_eq!(counters["kernel_drops"], 0, "{context}");
+    // A, AAAA, CNAME chain, TCP and the spoofed one: each named by the client's veth.
+    assert!(
+        counters["dns_client_by_interface"].as_u64() >= Some(5),
+        "{context}"
+    );
+    assert!(
+        counters["dns_client_mismatch"].as_u64() >= Some(1),
+        "{context}"
+    );
 }

@@ -5,13 +5,21 @@
 //! namespace to a pod is only ever *sent* by the host, so dropping `PACKET_OUTGOING` would lose
 //! it. The several copies of one response (server veth in, client veth out, loopback twice)
 //! are recognised by [`crate::dns::CopyFilter`], and the aggregator dedups by client and name
-//! on top. The capture interface index is logged at debug level; mapping a host-side veth to
-//! its peer's namespace is not done: pod identity for DNS comes from the scan's per-namespace
-//! address map instead.
+//! on top.
+//!
+//! The copies still tell something: the one the host *sent* (`PACKET_OUTGOING`) on a host-side
+//! veth went to the namespace at the other end of that veth, i.e. to the client's. The first
+//! copy is usually the server's (received on the server's veth), so the answers of one ring
+//! block are held in a [`Batch`] until the block is walked, collecting the interfaces each
+//! response was sent on ([`DnsEvent::sent_on`]); the output thread maps them to pods with the
+//! scan's veth map (see [`crate::aggregate`]). The two copies of a forwarded response are
+//! written in one kernel pass, so they share a block unless it was retired between them; then
+//! the late copy is only counted and the response is attributed by its address.
 
 pub mod filter;
 pub mod ring;
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +28,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::counters::Counters;
-use crate::dns::{DnsDecoder, Link};
+use crate::dns::{Decoded, DnsDecoder, Link};
 use crate::events::{DnsEvent, EventSender};
 use crate::now_ms;
 pub use ring::{PacketRing, RingGeometry};
@@ -66,6 +74,7 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<(), CaptureError> {
     let mut decoder = DnsDecoder::default();
+    let mut batch = Batch::default();
     let mut stats_due = Instant::now() + STATS_INTERVAL;
     while !stop.load(Ordering::Relaxed) {
         ring.next_block(POLL_INTERVAL, |packet| {
@@ -79,31 +88,73 @@ pub fn run(
                 ARPHRD_ETHER | ARPHRD_LOOPBACK => Link::Ethernet(packet.data),
                 _ => Link::Ip(packet.data.get(packet.network_offset..).unwrap_or_default()),
             };
-            for answer in decoder.decode(link, seen_ms, counters) {
-                tracing::debug!(
-                    client = %answer.client_ip,
-                    name = %answer.answer.name,
-                    ifindex = packet.ifindex,
-                    pkttype = packet.pkttype,
-                    "DNS answer"
-                );
-                events.send_dns(
-                    DnsEvent {
-                        client_ip: answer.client_ip,
-                        answer: answer.answer,
-                        seen_ms,
-                        ifindex: packet.ifindex,
-                    },
-                    counters,
-                );
-            }
+            let decoded = decoder.decode_frame(link, seen_ms, counters);
+            batch.add(
+                decoded,
+                packet.ifindex,
+                packet.pkttype == libc::PACKET_OUTGOING,
+                seen_ms,
+            );
         })?;
+        for event in batch.take() {
+            tracing::debug!(
+                client = %event.client_ip,
+                name = %event.answer.name,
+                ifindex = event.ifindex,
+                sent_on = ?event.sent_on,
+                "DNS answer"
+            );
+            events.send_dns(event, counters);
+        }
         if Instant::now() >= stats_due {
             record_stats(&ring, counters)?;
             stats_due = Instant::now() + STATS_INTERVAL;
         }
     }
     record_stats(&ring, counters)
+}
+
+/// The answers of one ring block, with the interfaces their copies were sent on.
+#[derive(Debug, Default)]
+pub struct Batch {
+    events: Vec<DnsEvent>,
+    by_response: HashMap<u64, usize>,
+}
+
+impl Batch {
+    /// Adds what one frame held: new answers become events; a copy sent by the host adds its
+    /// interface to the event of the response it repeats, when that is in this batch.
+    pub fn add(&mut self, decoded: Decoded, ifindex: i32, outgoing: bool, seen_ms: u64) {
+        if outgoing {
+            for id in decoded.copies {
+                if let Some(event) = self
+                    .by_response
+                    .get(&id)
+                    .and_then(|at| self.events.get_mut(*at))
+                    && !event.sent_on.contains(&ifindex)
+                {
+                    event.sent_on.push(ifindex);
+                }
+            }
+        }
+        for answer in decoded.answers {
+            self.by_response
+                .insert(answer.response_id, self.events.len());
+            self.events.push(DnsEvent {
+                client_ip: answer.client_ip,
+                answer: answer.answer,
+                seen_ms,
+                ifindex,
+                sent_on: if outgoing { vec![ifindex] } else { Vec::new() },
+            });
+        }
+    }
+
+    /// The events gathered so far, in capture order; the batch is empty after.
+    pub fn take(&mut self) -> Vec<DnsEvent> {
+        self.by_response.clear();
+        std::mem::take(&mut self.events)
+    }
 }
 
 fn record_stats(ring: &PacketRing, counters: &Counters) -> Result<(), CaptureError> {
@@ -141,3 +192,56 @@ pub fn spawn(
 
 #[cfg(test)]
 mod kernel_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::{ClientAnswer, DnsAnswer};
+
+    fn answer(id: u64) -> Decoded {
+        Decoded {
+            answers: vec![ClientAnswer {
+                client_ip: "10.0.0.5".parse().expect("ip"),
+                answer: DnsAnswer {
+                    name: format!("n{id}.test"),
+                    ips: vec!["10.1.0.1".parse().expect("ip")],
+                    ttl_seconds: 30,
+                },
+                response_id: id,
+            }],
+            copies: Vec::new(),
+        }
+    }
+
+    fn copy(id: u64) -> Decoded {
+        Decoded {
+            answers: Vec::new(),
+            copies: vec![id],
+        }
+    }
+
+    #[test]
+    fn copies_sent_by_the_host_add_their_interface_to_the_first_copy() {
+        let mut batch = Batch::default();
+        // Received on the server's veth (7), sent on the bridge (3) and the client's veth (9),
+        // received again somewhere (11), sent on the client's veth twice.
+        batch.add(answer(1), 7, false, 100);
+        batch.add(copy(1), 3, true, 100);
+        batch.add(copy(1), 9, true, 100);
+        batch.add(copy(1), 11, false, 100);
+        batch.add(copy(1), 9, true, 100);
+        // A resolver in the host namespace: its first copy is already a sent one.
+        batch.add(answer(2), 9, true, 101);
+        let events = batch.take();
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            (events[0].ifindex, events[0].sent_on.clone()),
+            (7, vec![3, 9])
+        );
+        assert_eq!((events[1].ifindex, events[1].sent_on.clone()), (9, vec![9]));
+        assert!(batch.take().is_empty());
+        // A copy of a response flushed with an earlier block changes nothing.
+        batch.add(copy(1), 9, true, 102);
+        assert!(batch.take().is_empty());
+    }
+}

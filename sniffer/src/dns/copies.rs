@@ -26,16 +26,33 @@ struct ResponseKey {
     message_digest: u64,
 }
 
-/// Recently seen responses, by client endpoint and message digest.
+/// Recently seen responses, by client endpoint and message digest: when first seen, and the
+/// identifier given to that first copy.
 #[derive(Debug, Default)]
 pub struct CopyFilter {
-    seen_ms: HashMap<ResponseKey, u64>,
+    seen_ms: HashMap<ResponseKey, (u64, u64)>,
+    next_id: u64,
+}
+
+/// What [`CopyFilter::sighting`] made of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sighting {
+    /// First seen: remembered under this identifier.
+    First(u64),
+    /// A copy of the response first seen under this identifier.
+    Copy(u64),
 }
 
 impl CopyFilter {
     /// True when the same message to the same client endpoint was seen in the last
     /// [`COPY_WINDOW_MS`]; otherwise remembers it and returns false.
     pub fn is_copy(&mut self, segment: &DnsSegment<'_>, message: &[u8], now_ms: u64) -> bool {
+        matches!(self.sighting(segment, message, now_ms), Sighting::Copy(_))
+    }
+
+    /// Like [`CopyFilter::is_copy`], naming the response so that its copies can be matched
+    /// with it.
+    pub fn sighting(&mut self, segment: &DnsSegment<'_>, message: &[u8], now_ms: u64) -> Sighting {
         let mut hasher = DefaultHasher::new();
         message.hash(&mut hasher);
         let key = ResponseKey {
@@ -43,20 +60,22 @@ impl CopyFilter {
             transport: segment.transport,
             message_digest: hasher.finish(),
         };
-        if let Some(first_ms) = self.seen_ms.get(&key)
+        if let Some((first_ms, id)) = self.seen_ms.get(&key)
             && now_ms.saturating_sub(*first_ms) < COPY_WINDOW_MS
         {
-            return true;
+            return Sighting::Copy(*id);
         }
         if self.seen_ms.len() >= MAX_REMEMBERED_RESPONSES {
             self.seen_ms
-                .retain(|_, first_ms| now_ms.saturating_sub(*first_ms) < COPY_WINDOW_MS);
+                .retain(|_, (first_ms, _)| now_ms.saturating_sub(*first_ms) < COPY_WINDOW_MS);
             if self.seen_ms.len() >= MAX_REMEMBERED_RESPONSES {
                 self.seen_ms.clear();
             }
         }
-        self.seen_ms.insert(key, now_ms);
-        false
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.seen_ms.insert(key, (now_ms, id));
+        Sighting::First(id)
     }
 
     /// Responses currently remembered.
@@ -90,6 +109,22 @@ mod tests {
         let service_side = segment("10.0.0.5:40000", "10.96.0.10:53");
         assert!(!filter.is_copy(&pod_side, b"msg", 100));
         assert!(filter.is_copy(&service_side, b"msg", 101));
+    }
+
+    #[test]
+    fn a_copy_names_the_first_sighting() {
+        let mut filter = CopyFilter::default();
+        let a = segment("10.0.0.5:40000", "10.0.1.9:53");
+        let b = segment("10.0.0.6:40000", "10.0.1.9:53");
+        let first = filter.sighting(&a, b"msg", 0);
+        let other = filter.sighting(&b, b"msg", 0);
+        assert!(matches!(first, Sighting::First(_)));
+        assert!(matches!(other, Sighting::First(_)));
+        assert_ne!(first, other);
+        let Sighting::First(id) = first else {
+            unreachable!()
+        };
+        assert_eq!(filter.sighting(&a, b"msg", 1), Sighting::Copy(id));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use thiserror::Error;
 
 use crate::counters::Counters;
-pub use copies::CopyFilter;
+pub use copies::{CopyFilter, Sighting};
 pub use frame::{DnsSegment, Link, Transport, dns_messages, dns_segment};
 pub use message::{DnsAnswer, ResponseOutcome, parse_response};
 
@@ -147,6 +147,17 @@ pub struct ClientAnswer {
     pub client_ip: IpAddr,
     /// What the response said.
     pub answer: DnsAnswer,
+    /// The response's identifier in the copy filter: later copies name it.
+    pub response_id: u64,
+}
+
+/// What one frame held: new answers, and the identifiers of responses it was a copy of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decoded {
+    /// Answers of responses seen for the first time.
+    pub answers: Vec<ClientAnswer>,
+    /// [`ClientAnswer::response_id`]s of responses this frame repeated.
+    pub copies: Vec<u64>,
 }
 
 /// Frame -> answers, dropping copies of a response already seen on another interface.
@@ -163,15 +174,21 @@ impl DnsDecoder {
         now_ms: u64,
         counters: &Counters,
     ) -> Vec<ClientAnswer> {
+        self.decode_frame(link, now_ms, counters).answers
+    }
+
+    /// Like [`DnsDecoder::decode`], also telling which earlier responses the frame repeated.
+    pub fn decode_frame(&mut self, link: Link<'_>, now_ms: u64, counters: &Counters) -> Decoded {
+        let mut decoded = Decoded::default();
         let segment = match dns_segment(link) {
             Ok(segment) => segment,
             Err(err) => {
                 counters.parse_error(err.kind());
                 tracing::debug!(%err, "frame skipped");
-                return Vec::new();
+                return decoded;
             }
         };
-        let mut answers = Vec::new();
+        let answers = &mut decoded.answers;
         for message in dns_messages(&segment) {
             let message = match message {
                 Ok(message) => message,
@@ -181,10 +198,14 @@ impl DnsDecoder {
                     break;
                 }
             };
-            if self.copies.is_copy(&segment, message, now_ms) {
-                Counters::inc(&counters.dns_copies);
-                continue;
-            }
+            let response_id = match self.copies.sighting(&segment, message, now_ms) {
+                Sighting::First(id) => id,
+                Sighting::Copy(id) => {
+                    Counters::inc(&counters.dns_copies);
+                    decoded.copies.push(id);
+                    continue;
+                }
+            };
             Counters::inc(&counters.dns_responses);
             match parse_response(message) {
                 Ok(ResponseOutcome::Answer(answer)) => {
@@ -192,6 +213,7 @@ impl DnsDecoder {
                     answers.push(ClientAnswer {
                         client_ip: segment.client.ip(),
                         answer,
+                        response_id,
                     });
                 }
                 Ok(ResponseOutcome::NotAResponse) => Counters::inc(&counters.dns_not_responses),
@@ -203,7 +225,7 @@ impl DnsDecoder {
                 }
             }
         }
-        answers
+        decoded
     }
 }
 
@@ -224,7 +246,10 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].client_ip.to_string(), "10.123.0.3");
         assert!(second.is_empty());
-        assert_eq!(counters.dns_copies.load(Ordering::Relaxed), 1);
+        let third = decoder.decode_frame(Link::Ethernet(&frame), 1_002, &counters);
+        assert!(third.answers.is_empty());
+        assert_eq!(third.copies, vec![first[0].response_id]);
+        assert_eq!(counters.dns_copies.load(Ordering::Relaxed), 2);
         assert_eq!(counters.dns_responses.load(Ordering::Relaxed), 1);
     }
 

@@ -263,7 +263,11 @@ mod tests {
         paused_runtime().block_on(async {
             let started = Instant::now();
             let driver = async {
-                tokio::time::sleep(Duration::from_millis(1500)).await;
+                // During the outage (after the first failed attempt; four fail), whatever the
+                // jitter: an observation pushed after a successful delivery is rightly sent again.
+                while log.lock().expect("log").attempts.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 buffer.push_all([conn(3), conn(1)]);
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 let _ = stop.send(true);

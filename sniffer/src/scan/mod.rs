@@ -1,14 +1,18 @@
 //! Socket scan: every interval, every network namespace on the node is entered from one
 //! dedicated thread and its TCP and UDP sockets are dumped with sock_diag; client-side sockets
 //! become connections, attributed to a pod through the cgroup of a process in the namespace
-//! (or, in the host namespace, of the process holding the socket).
+//! (or, in the host namespace, of the process holding the socket). Each scan also maps the
+//! host-side end of every veth whose peer is in a scanned namespace to that namespace
+//! ([`links`]), and the namespaces' addresses to their pods, to name DNS clients.
 
 pub mod cgroup;
 pub mod classify;
+pub mod links;
 pub mod netns;
 pub mod owners;
 pub mod sockdiag;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -92,13 +96,26 @@ pub struct ConnectionSeen {
     pub protocol: Protocol,
 }
 
+/// The namespace at the far end of a host-side veth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodLink {
+    /// The namespace's nsfs inode.
+    pub netns_inode: u64,
+    /// The pod UID of that namespace, when a process in it is in a pod cgroup.
+    pub pod_uid: Option<String>,
+}
+
 /// What one scan found.
 #[derive(Debug, Clone, Default)]
 pub struct ScanReport {
     /// Client-side sockets of every namespace.
     pub connections: Vec<ConnectionSeen>,
-    /// Addresses of pod namespaces, to the pod UID (for DNS clients).
+    /// Addresses of pod namespaces, to the pod UID (for DNS clients). An address found in
+    /// the namespaces of two different pods names neither and is left out.
     pub pod_ips: HashMap<IpAddr, String>,
+    /// Host-namespace interface index -> the namespace of its veth peer (for DNS clients: a
+    /// response sent on that interface goes to that namespace).
+    pub pod_links: HashMap<i32, PodLink>,
     /// When the scan started, milliseconds since the Unix epoch.
     pub seen_ms: u64,
 }
@@ -141,7 +158,18 @@ impl Scanner {
         let namespaces = netns::discover(&self.config.proc_root, &self.config.pinned_dirs);
         self.pods
             .retain(|id, _| namespaces.iter().any(|ns| ns.id == *id));
+        let host_veths = match links::dump_links() {
+            Ok(host_links) => links::host_veths(&host_links),
+            Err(err) => {
+                Counters::inc(&counters.scan_errors);
+                tracing::debug!(%err, "cannot list host interfaces: no veth is mapped");
+                HashMap::new()
+            }
+        };
+        let home_fd = self.switcher.home_fd();
+        let mut ambiguous: HashSet<IpAddr> = HashSet::new();
         for namespace in &namespaces {
+            let is_home = namespace.id == self.switcher.home_id();
             let dumped = self.switcher.run_in(namespace, || -> Result<_, ScanError> {
                 let sockets = sockdiag::dump_sockets()?;
                 let addresses =
@@ -149,9 +177,17 @@ impl Scanner {
                         what: "list interface addresses",
                         source,
                     })?;
-                Ok((sockets, addresses))
+                let pairs = if is_home {
+                    Vec::new()
+                } else {
+                    links::veth_peers_in(home_fd).unwrap_or_else(|err| {
+                        tracing::debug!(%err, "cannot list veth peers");
+                        Vec::new()
+                    })
+                };
+                Ok((sockets, addresses, pairs))
             });
-            let (sockets, addresses) = match dumped {
+            let (sockets, addresses, pairs) = match dumped {
                 Ok(Ok(found)) => found,
                 Err(fatal @ ScanError::ReturnHome(_)) => return Err(fatal),
                 Err(err) | Ok(Err(err)) => {
@@ -169,8 +205,17 @@ impl Scanner {
                 let pod_uid = self.pod_of(namespace);
                 if let Some(uid) = &pod_uid {
                     for ip in addresses.iter().filter(|ip| is_pod_address(ip)) {
-                        report.pod_ips.insert(*ip, uid.clone());
+                        add_pod_ip(&mut report.pod_ips, &mut ambiguous, *ip, uid);
                     }
+                }
+                for pair in confirmed_pairs(&pairs, &host_veths) {
+                    report.pod_links.insert(
+                        pair.host_index,
+                        PodLink {
+                            netns_inode: namespace.id.inode,
+                            pod_uid: pod_uid.clone(),
+                        },
+                    );
                 }
                 report
                     .connections
@@ -230,6 +275,48 @@ impl Scanner {
             connection(s, uid)
         }));
     }
+}
+
+/// Adds `ip` -> `uid` unless another pod already claimed the address; then the address
+/// names neither pod (a DNS response to it is attributed by its interface only).
+fn add_pod_ip(
+    pod_ips: &mut HashMap<IpAddr, String>,
+    ambiguous: &mut HashSet<IpAddr>,
+    ip: IpAddr,
+    uid: &str,
+) {
+    if ambiguous.contains(&ip) {
+        return;
+    }
+    match pod_ips.entry(ip) {
+        Entry::Vacant(entry) => {
+            entry.insert(uid.to_owned());
+        }
+        Entry::Occupied(entry) if entry.get() != uid => {
+            tracing::debug!(
+                %ip,
+                first = entry.get(),
+                second = uid,
+                "address held by two pods: left out of the address map"
+            );
+            entry.remove();
+            ambiguous.insert(ip);
+        }
+        Entry::Occupied(_) => {}
+    }
+}
+
+/// The pairs seen from a pod namespace that the host side confirms: the host interface of that
+/// index is a veth whose peer index is the pod-side one.
+fn confirmed_pairs<'a>(
+    pairs: &'a [links::VethPair],
+    host_veths: &'a HashMap<i32, links::HostVeth>,
+) -> impl Iterator<Item = &'a links::VethPair> {
+    pairs.iter().filter(|pair| {
+        host_veths
+            .get(&pair.host_index)
+            .is_some_and(|host| host.peer_index == pair.pod_index)
+    })
 }
 
 fn connection(socket: &SocketRecord, pod_uid: Option<String>) -> ConnectionSeen {
@@ -294,6 +381,47 @@ mod tests {
             assert!(!is_pod_address(&ip.parse().expect("ip")), "{ip}");
         }
         assert!(is_pod_address(&"10.244.0.5".parse().expect("ip")));
+    }
+
+    #[test]
+    fn an_address_of_two_pods_names_neither() {
+        let mut ips = HashMap::new();
+        let mut ambiguous = HashSet::new();
+        let ip: IpAddr = "10.244.0.5".parse().expect("ip");
+        add_pod_ip(&mut ips, &mut ambiguous, ip, "a");
+        add_pod_ip(&mut ips, &mut ambiguous, ip, "a");
+        assert_eq!(ips.get(&ip).map(String::as_str), Some("a"));
+        add_pod_ip(&mut ips, &mut ambiguous, ip, "b");
+        assert!(!ips.contains_key(&ip));
+        add_pod_ip(&mut ips, &mut ambiguous, ip, "c");
+        assert!(!ips.contains_key(&ip));
+    }
+
+    #[test]
+    fn a_pair_counts_only_when_the_host_side_points_back() {
+        let pairs = [
+            links::VethPair {
+                pod_index: 2,
+                host_index: 17,
+            },
+            links::VethPair {
+                pod_index: 2,
+                host_index: 18,
+            },
+            links::VethPair {
+                pod_index: 3,
+                host_index: 19,
+            },
+        ];
+        let host = HashMap::from([
+            (17, links::HostVeth { peer_index: 2 }),
+            // Index 18 now belongs to another pair (reused since the pod-side dump).
+            (18, links::HostVeth { peer_index: 4 }),
+        ]);
+        let confirmed: Vec<i32> = confirmed_pairs(&pairs, &host)
+            .map(|p| p.host_index)
+            .collect();
+        assert_eq!(confirmed, vec![17]);
     }
 
     #[test]

@@ -129,6 +129,11 @@ impl NetnsSwitcher {
         self.home_id
     }
 
+    /// A descriptor of the home namespace, valid while the switcher lives.
+    pub fn home_fd(&self) -> std::os::fd::RawFd {
+        self.home.as_raw_fd()
+    }
+
     /// Runs `work` inside `namespace`, then returns home. Failing to return home is
     /// [`ScanError::ReturnHome`], which must stop the scan thread.
     pub fn run_in<T>(

@@ -171,6 +171,59 @@ impl Node {
         node
     }
 
+    /// A pod namespace that is not on the bridge: its addresses sit on a veth whose peer is in
+    /// the same namespace, so they may repeat those of a pod on the bridge (no host-side veth).
+    pub fn add_detached_pod(&mut self, role: &str, addresses: &[&str]) {
+        let pod = PodNet {
+            netns: format!("tm-t-{}-{role}", self.tag),
+            host_veth: String::new(),
+            ipv4: "",
+            ipv6: "",
+        };
+        self.pods.push(pod.clone());
+        let n = pod.netns.as_str();
+        run("ip", &["netns", "add", n]);
+        run(
+            "ip",
+            &[
+                "-n", n, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+            ],
+        );
+        for address in addresses {
+            let prefix = if address.contains(':') { "128" } else { "32" };
+            run(
+                "ip",
+                &[
+                    "-n",
+                    n,
+                    "addr",
+                    "add",
+                    &format!("{address}/{prefix}"),
+                    "dev",
+                    "d0",
+                    "nodad",
+                ],
+            );
+        }
+        run("ip", &["-n", n, "link", "set", "d0", "up"]);
+        run("ip", &["-n", n, "link", "set", "d1", "up"]);
+        run("ip", &["-n", n, "link", "set", "lo", "up"]);
+    }
+
+    /// The MAC address of `eth0` in a pod namespace.
+    pub fn pod_mac(&self, role: &str) -> String {
+        let netns = self.pod(role).netns.clone();
+        let out = Command::new("ip")
+            .args(["-n", &netns, "-br", "link", "show", "eth0"])
+            .output()
+            .expect("ip link show");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("no MAC in `{text}`"))
+            .to_owned()
+    }
+
     /// The pod namespace with this role.
     pub fn pod(&self, role: &str) -> &PodNet {
         let suffix = format!("-{role}");
@@ -288,9 +341,11 @@ impl Drop for Node {
             }
         }
         for pod in &self.pods {
-            let _ = Command::new("ip")
-                .args(["link", "del", &pod.host_veth])
-                .output();
+            if !pod.host_veth.is_empty() {
+                let _ = Command::new("ip")
+                    .args(["link", "del", &pod.host_veth])
+                    .output();
+            }
             let _ = Command::new("ip")
                 .args(["netns", "del", &pod.netns])
                 .output();
@@ -336,6 +391,45 @@ pub fn udp_query(server: SocketAddr, name: &str, qtype: u16) -> io::Result<Vec<u
     let mut buffer = [0u8; 1500];
     let (n, _) = socket.recv_from(&mut buffer)?;
     Ok(buffer[..n].to_vec())
+}
+
+/// Sends one UDP query from `source`, an address the calling thread's namespace need not
+/// have (IP_TRANSPARENT), without waiting for a response.
+pub fn spoofed_udp_query(source: std::net::Ipv4Addr, server: SocketAddr, name: &str, qtype: u16) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2); the descriptor is owned by the UdpSocket below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(raw >= 0, "socket: {}", io::Error::last_os_error());
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let socket = unsafe { UdpSocket::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid int of the given size.
+    let ret = unsafe {
+        libc::setsockopt(
+            raw,
+            libc::SOL_IP,
+            libc::IP_TRANSPARENT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, 0, "IP_TRANSPARENT: {}", io::Error::last_os_error());
+    // SAFETY: zeroed sockaddr_in is valid; we fill family, port and address.
+    let mut address: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    address.sin_family = libc::AF_INET as libc::sa_family_t;
+    address.sin_addr.s_addr = u32::from(source).to_be();
+    // SAFETY: `address` is a valid sockaddr_in of the given length.
+    let ret = unsafe {
+        libc::bind(
+            raw,
+            (&address as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, 0, "bind {source}: {}", io::Error::last_os_error());
+    socket
+        .send_to(&dns_query(0x4444, name, qtype), server)
+        .unwrap_or_else(|e| panic!("send from {source}: {e}"));
 }
 
 /// Sends a query over TCP (2-byte length prefix) and returns the response.
