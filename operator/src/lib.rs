@@ -9,6 +9,7 @@
 //! - [`leader`], [`admin`], [`metrics`], [`config`]: process wiring.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod ingest;
