@@ -9,6 +9,7 @@
 //	controlplane up --dir DIR            foreground supervisor (see up.go)
 //	controlplane kube-apiserver ARGS...  the real kube-apiserver (child process)
 //	controlplane kube-controller-manager ARGS...
+//	controlplane kube-proxy ARGS...      the real kube-proxy, for the simulated node
 //
 // The two components run as separate child processes of the supervisor: both
 // register flags, metrics and feature gates in process-global registries, so
@@ -27,12 +28,14 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"  // version metric, as upstream
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxyapp "k8s.io/kubernetes/cmd/kube-proxy/app"
 )
 
 const usage = `usage:
   controlplane up --dir DIR
   controlplane kube-apiserver [kube-apiserver flags]
   controlplane kube-controller-manager [kube-controller-manager flags]
+  controlplane kube-proxy [kube-proxy flags]
 `
 
 func main() {
@@ -47,6 +50,8 @@ func main() {
 		os.Exit(runComponent(apiserverapp.NewAPIServerCommand(), os.Args[2:]))
 	case "kube-controller-manager":
 		os.Exit(runComponent(kcmapp.NewControllerManagerCommand(), os.Args[2:]))
+	case "kube-proxy":
+		os.Exit(runComponent(proxyapp.NewProxyCommand(), os.Args[2:]))
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:

@@ -6,6 +6,8 @@ pub mod crds;
 pub mod fixtures;
 pub mod http;
 pub mod operator;
+pub mod scenario;
+pub mod sim;
 
 use thiserror::Error;
 
