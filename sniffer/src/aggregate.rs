@@ -94,14 +94,24 @@ pub struct ClientPod {
 }
 
 /// Decides a DNS client's pod: the namespace behind the first interface in `sent_on` that is a
-/// host-side veth of a scanned namespace wins; otherwise the pod holding `client_ip`.
+/// host-side veth of a scanned namespace wins; otherwise the pod holding `client_ip`, unless
+/// that pod has a known veth (the response would have left on it).
+///
+/// The address map is as old as the last scan: a pod that has just been replaced leaves its
+/// address to a newcomer whose veth the scan has not seen yet. Naming the old pod then would
+/// turn the newcomer's calls into the old pod's (a false edge); without a pod UID the operator
+/// resolves the address with its time-aware history instead.
 pub fn dns_client_pod(
     sent_on: &[i32],
     client_ip: &IpAddr,
     pod_links: &HashMap<i32, PodLink>,
     pod_ips: &HashMap<IpAddr, String>,
 ) -> ClientPod {
-    let by_address = pod_ips.get(client_ip);
+    let by_address = pod_ips.get(client_ip).filter(|uid| {
+        !pod_links
+            .values()
+            .any(|link| link.pod_uid.as_ref() == Some(*uid))
+    });
     match sent_on.iter().find_map(|index| pod_links.get(index)) {
         Some(link) => ClientPod {
             pod_uid: link.pod_uid.clone(),
@@ -476,12 +486,36 @@ mod tests {
             (bridge.pod_uid.as_deref(), bridge.source, bridge.mismatch),
             (Some(OTHER), ClientSource::Address, false)
         );
+        // Not seen leaving on UID's known veth: the address may have passed to a new pod.
         let received_only = decide(&[], &agree);
-        assert_eq!(received_only.source, ClientSource::Address);
+        assert_eq!(
+            (received_only.pod_uid, received_only.source),
+            (None, ClientSource::Unknown)
+        );
         let unknown = decide(&[3], &none);
         assert_eq!(
             (unknown.pod_uid, unknown.source),
             (None, ClientSource::Unknown)
+        );
+    }
+
+    #[test]
+    fn an_address_whose_pod_left_on_another_veth_names_nobody() {
+        let ip: IpAddr = "10.0.0.5".parse().expect("ip");
+        // The last scan saw OTHER at 10.0.0.5 behind veth 9; the response now leaves on 14, a
+        // veth created since (the address was handed to a new pod).
+        let links = HashMap::from([(9, link(Some(OTHER)))]);
+        let ips = HashMap::from([(ip, OTHER.to_owned())]);
+        let reused = dns_client_pod(&[3, 14], &ip, &links, &ips);
+        assert_eq!(
+            (reused.pod_uid, reused.source),
+            (None, ClientSource::Unknown)
+        );
+        // A pod without a veth the scan knows (another CNI): the address still names it.
+        let veth_less = dns_client_pod(&[3, 14], &ip, &HashMap::new(), &ips);
+        assert_eq!(
+            (veth_less.pod_uid.as_deref(), veth_less.source),
+            (Some(OTHER), ClientSource::Address)
         );
     }
 

@@ -67,7 +67,7 @@ pub enum ScanError {
 /// Where the scan looks.
 #[derive(Debug, Clone)]
 pub struct ScanConfig {
-    /// Time between the starts of two scans.
+    /// Mean time between the starts of two scans (each pause is jittered by ±25%).
     pub interval: Duration,
     /// procfs mount (`/proc`; with hostPID it shows every process of the node).
     pub proc_root: PathBuf,
@@ -338,6 +338,17 @@ fn is_pod_address(ip: &IpAddr) -> bool {
     }
 }
 
+/// The pause before the next scan: `interval` scaled into `[0.75, 1.25)` by `unit_random` (in
+/// `[0, 1)`), so the mean stays `interval`.
+///
+/// A fixed period locks in step with workloads that call on a fixed period too: a connection
+/// held 750 ms of every second can then close just before each scan, for ever. The socket scan is
+/// the only witness of calls from hostNetwork pods (their DNS answers go to the node's address),
+/// so it must not be blind to a whole phase of the second.
+pub fn jittered(interval: Duration, unit_random: f64) -> Duration {
+    interval.mul_f64(0.75 + 0.5 * unit_random.clamp(0.0, 1.0))
+}
+
 /// Starts the scan thread: it scans, sends the report, and sleeps out the interval until
 /// `stop` is set or the output thread is gone.
 pub fn spawn(
@@ -349,10 +360,10 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("scan".into())
         .spawn(move || {
-            let interval = config.interval;
-            let mut scanner = Scanner::new(config)?;
+            let mut scanner = Scanner::new(config.clone())?;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
+                let interval = jittered(config.interval, fastrand::f64());
                 let report = scanner.scan_once(&counters)?;
                 tracing::debug!(connections = report.connections.len(), "scan done");
                 if !events.send_scan(report) {
@@ -374,6 +385,15 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
 
     use super::*;
+
+    #[test]
+    fn scan_pauses_vary_around_the_interval() {
+        let second = Duration::from_secs(1);
+        assert_eq!(jittered(second, 0.0), Duration::from_millis(750));
+        assert_eq!(jittered(second, 0.5), second);
+        assert!(jittered(second, 0.999_999) < Duration::from_millis(1250));
+        assert_eq!(jittered(second, 7.0), Duration::from_millis(1250));
+    }
 
     #[test]
     fn pod_addresses_exclude_loopback_and_link_local() {
