@@ -39,27 +39,25 @@ pub fn own_crds() -> Result<Vec<PathBuf>> {
 
 /// Reads every CustomResourceDefinition in a (possibly multi-document) YAML file.
 pub fn read_crds(path: &Path) -> Result<Vec<CustomResourceDefinition>> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Manifest {
-        path: shown.clone(),
-        source: Box::new(e),
-    })?;
-    let mut crds = Vec::new();
+    read_documents(path)
+}
+
+/// Reads every document of a (possibly multi-document) YAML file as a `T`, skipping empty ones.
+pub fn read_documents<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let manifest = |e: Box<dyn std::error::Error + Send + Sync>| Error::Manifest {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| manifest(Box::new(e)))?;
+    let mut docs = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let value = serde_yaml_ng::Value::deserialize(doc).map_err(|e| Error::Manifest {
-            path: shown.clone(),
-            source: Box::new(e),
-        })?;
+        let value = serde_yaml_ng::Value::deserialize(doc).map_err(|e| manifest(Box::new(e)))?;
         if value.is_null() {
             continue;
         }
-        let crd = serde_yaml_ng::from_value(value).map_err(|e| Error::Manifest {
-            path: shown.clone(),
-            source: Box::new(e),
-        })?;
-        crds.push(crd);
+        docs.push(serde_yaml_ng::from_value(value).map_err(|e| manifest(Box::new(e)))?);
     }
-    Ok(crds)
+    Ok(docs)
 }
 
 /// Server-side applies the CRDs in `paths` and waits until each is Established.

@@ -1,5 +1,6 @@
 //! trafficmap's end-to-end harness: access to the local control plane that `e2e/controlplane`
-//! builds from the Kubernetes Go modules, and installation of the CRDs the tests need.
+//! builds from the Kubernetes Go modules, installation of the CRDs the tests need, the
+//! simulated node ([`sim`]) and the scenario runner ([`scenario`]).
 
 pub mod cluster;
 pub mod crds;
@@ -9,7 +10,25 @@ pub mod operator;
 pub mod scenario;
 pub mod sim;
 
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+
 use thiserror::Error;
+
+/// A log file opened for appending, twice: for a child's stdout and its stderr.
+pub fn log_files(path: &Path) -> Result<(File, File)> {
+    let context = |e: std::io::Error| Error::Http {
+        what: format!("open log {}", path.display()),
+        source: Box::new(e),
+    };
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(context)?;
+    let err = out.try_clone().map_err(context)?;
+    Ok((out, err))
+}
 
 /// Errors of the e2e harness.
 #[derive(Debug, Error)]

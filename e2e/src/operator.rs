@@ -87,18 +87,7 @@ impl OperatorProcess {
             source: Box::new(e),
         })?;
         let log = log_dir.join(format!("{}-operator.log", options.label));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(|e| Error::Http {
-                what: "log file".into(),
-                source: Box::new(e),
-            })?;
-        let err = out.try_clone().map_err(|e| Error::Http {
-            what: "log file".into(),
-            source: Box::new(e),
-        })?;
+        let (out, err) = crate::log_files(&log)?;
         let child = Command::new(&binary)
             .env("KUBECONFIG", kubeconfig_path())
             .env("RUST_LOG", "info,trafficmap_operator=debug")
@@ -243,20 +232,36 @@ pub async fn service_account_token(
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => return Err(kube_context(format!("create service account {name}"))(e)),
     }
+    request_token(client, namespace, name, Some(audience)).await
+}
+
+/// A token (1 h) of ServiceAccount `namespace/name` from the TokenRequest API, for `audience`
+/// (`None`: the API server's own).
+pub async fn request_token(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    audience: Option<&str>,
+) -> Result<String> {
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
-            audiences: Some(vec![audience.into()]),
+            audiences: audience.map(|a| vec![a.to_string()]),
             expiration_seconds: Some(3600),
             ..TokenRequestSpec::default()
         }),
         ..TokenRequest::default()
     };
-    let issued: TokenRequest = accounts
+    let issued: TokenRequest = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
         .create_subresource("token", name, &PostParams::default(), &request)
         .await
-        .map_err(kube_context(format!("token for {name}")))?;
+        .map_err(kube_context(format!("token for {namespace}/{name}")))?;
     issued
         .status
         .and_then(|s| s.token)
-        .ok_or_else(|| Error::Exited("TokenRequest returned no token".into()))
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Error::Exited(format!(
+                "TokenRequest for {namespace}/{name} returned no token"
+            ))
+        })
 }

@@ -181,16 +181,18 @@ pub async fn read_maps(
     Ok((observed_edges(&ots.items, namespaces), intent_edges(&cis)))
 }
 
+/// An edge map from `(client, [targets])` pairs, for tests.
+#[cfg(test)]
+pub(crate) fn map(entries: &[(&str, &[&str])]) -> EdgeMap {
+    entries
+        .iter()
+        .map(|(c, ts)| (c.to_string(), ts.iter().map(|t| t.to_string()).collect()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(entries: &[(&str, &[&str])]) -> EdgeMap {
-        entries
-            .iter()
-            .map(|(c, ts)| (c.to_string(), ts.iter().map(|t| t.to_string()).collect()))
-            .collect()
-    }
 
     #[test]
     fn a_perfect_map_scores_one() {

@@ -1,9 +1,11 @@
 //! Scenarios (`../shared/scenarios/README.md`): a YAML file of workloads, the calls they make
 //! and the map trafficmap must produce. [`model`] parses it, [`deploy`] creates its objects,
-//! [`compare`] scores what ObservedTraffic and the draft ClientIntents say, and [`runner`] runs
+//! [`compare`] scores what ObservedTraffic and the draft ClientIntents say, [`progress`] shows it
+//! while traffic flows, and [`runner`] runs
 //! the whole thing on the simulated node with the real sniffer and operator.
 
 pub mod compare;
 pub mod deploy;
 pub mod model;
+pub mod progress;
 pub mod runner;

@@ -8,22 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
 use kube::config::Kubeconfig;
 use kube::{Api, Client};
-use serde::Deserialize;
 use tokio::sync::watch;
 use trafficmap_api::observed::ObservedTraffic;
 
 use super::compare::{Score, read_maps, score};
 use super::deploy;
 use super::model::Scenario;
+use super::progress;
 use crate::cluster::{admin_client, kubeconfig_path, repo_root, wait_for};
-use crate::operator::{bin_path, free_port, published_ca};
+use crate::operator::{bin_path, free_port, published_ca, request_token};
 use crate::sim::addons::{self, ManagedProcess};
 use crate::sim::internet::{self, Internet};
 use crate::sim::kubelet::{self, KubeletConfig};
@@ -169,10 +168,7 @@ async fn run_in(
         None
     } else {
         let ports = external_ports(scenario);
-        let self_exe = std::env::current_exe().map_err(|e| Error::Http {
-            what: "own executable".into(),
-            source: Box::new(e),
-        })?;
+        let self_exe = sim::node_binary()?;
         let internet = tokio::task::block_in_place(|| {
             Internet::start(&externals, &ports, run_dir, &self_exe)
         })?;
@@ -211,6 +207,13 @@ async fn run_in(
         scenario.duration
     );
     let start = tokio::time::Instant::now();
+    let progress = tokio::spawn(progress::report(
+        client.clone(),
+        namespaces.clone(),
+        scenario.expect.clone(),
+        scenario.duration,
+    ));
+    let stop_progress = AbortOnDrop(progress);
     let mut actions = scenario.actions.clone();
     actions.sort_by_key(|a| a.at);
     for action in &actions {
@@ -230,6 +233,7 @@ async fn run_in(
         }
     }
     tokio::time::sleep_until(start + scenario.duration).await;
+    drop(stop_progress);
     env.check_processes()?;
 
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
@@ -250,6 +254,15 @@ async fn run_in(
         std::future::pending::<()>().await;
     }
     Ok(result)
+}
+
+/// Aborts a task when dropped (also when the run fails early).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Ports the external hosts listen on.
@@ -331,23 +344,7 @@ pub async fn apply_dir(client: &Client, dir: &Path) -> Result<()> {
     paths.sort_by_key(|p| (!p.ends_with("namespace.yaml"), p.clone()));
     for path in paths {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::Manifest {
-            path: shown.clone(),
-            source: Box::new(e),
-        })?;
-        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-            let value = serde_yaml_ng::Value::deserialize(doc).map_err(|e| Error::Manifest {
-                path: shown.clone(),
-                source: Box::new(e),
-            })?;
-            if value.is_null() {
-                continue;
-            }
-            let object: DynamicObject =
-                serde_yaml_ng::from_value(value).map_err(|e| Error::Manifest {
-                    path: shown.clone(),
-                    source: Box::new(e),
-                })?;
+        for object in crate::crds::read_documents::<DynamicObject>(&path)? {
             apply_object(client, &object, &shown).await?;
         }
     }
@@ -405,24 +402,7 @@ async fn apply_object(client: &Client, object: &DynamicObject, path: &str) -> Re
 
 /// A token of `account` in the trafficmap namespace (`audience` None: the API server's).
 async fn account_token(client: &Client, account: &str, audience: Option<&str>) -> Result<String> {
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: audience.map(|a| vec![a.to_string()]),
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    let issued: TokenRequest =
-        Api::<ServiceAccount>::namespaced(client.clone(), TRAFFICMAP_NAMESPACE)
-            .create_subresource("token", account, &Default::default(), &request)
-            .await
-            .map_err(kube_context(format!("token for {account}")))?;
-    issued
-        .status
-        .and_then(|s| s.token)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| Error::Exited(format!("TokenRequest for {account} returned no token")))
+    request_token(client, TRAFFICMAP_NAMESPACE, account, audience).await
 }
 
 /// A kubeconfig for the API server of the admin kubeconfig, authenticating with `token`.

@@ -6,7 +6,6 @@
 //! EndpointSlice names that address, so kube-proxy routes the ClusterIP to it as to any
 //! endpoint.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -41,12 +40,7 @@ impl ManagedProcess {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).map_err(io(&format!("create {}", dir.display())))?;
         }
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(io(&format!("open {}", log.display())))?;
-        let err = out.try_clone().map_err(io("log file"))?;
+        let (out, err) = crate::log_files(log)?;
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

@@ -61,10 +61,7 @@ impl KubeletConfig {
     /// Defaults for this machine: node [`super::NODE_NAME`], cluster DNS at
     /// [`super::CLUSTER_DNS_IP`], logs under [`super::state_dir`].
     pub fn local(namespaces: Option<BTreeSet<String>>) -> Result<Self> {
-        let self_exe = std::env::current_exe().map_err(|e| Error::Http {
-            what: "own executable".into(),
-            source: Box::new(e),
-        })?;
+        let self_exe = super::node_binary()?;
         Ok(KubeletConfig {
             node_name: super::NODE_NAME.into(),
             namespaces,
@@ -462,18 +459,7 @@ impl Kubelet {
                 source: Box::new(e),
             }
         })?;
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&pod.log)
-            .map_err(|e| Error::Http {
-                what: format!("open {}", pod.log.display()),
-                source: Box::new(e),
-            })?;
-        let err = out.try_clone().map_err(|e| Error::Http {
-            what: "log file".into(),
-            source: Box::new(e),
-        })?;
+        let (out, err) = crate::log_files(&pod.log)?;
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", netns])
@@ -593,7 +579,8 @@ impl Kubelet {
             "hostIPs": [{"ip": NODE_IP.to_string()}],
             "startTime": pod.started_at,
             "conditions": [
-                {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": now},
+                // As the kubelet: the sandbox (network) was ready before the process started.
+                {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": pod.started_at},
                 {"type": "Initialized", "status": "True", "lastTransitionTime": now},
                 {"type": "Ready", "status": "True", "lastTransitionTime": now},
                 {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},

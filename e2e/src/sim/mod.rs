@@ -50,6 +50,20 @@ pub const TRAFFIC_ANNOTATION: &str = "trafficmap.io/traffic";
 /// nftables table of the simulator's forward filter.
 pub const NFT_TABLE: &str = "trafficmap-node";
 
+/// The `trafficmap-node` binary, which pods' processes and external hosts run (`traffic`): this
+/// process when it is `trafficmap-node`, else the built one (a test binary runs scenarios too).
+pub fn node_binary() -> crate::Result<PathBuf> {
+    let own = std::env::current_exe().map_err(|e| crate::Error::Http {
+        what: "own executable".into(),
+        source: Box::new(e),
+    })?;
+    if own.file_name().is_some_and(|n| n == "trafficmap-node") {
+        Ok(own)
+    } else {
+        crate::operator::bin_path("trafficmap-node")
+    }
+}
+
 /// Directory for the simulator's run-time state (pid files, logs of pods):
 /// `/run/trafficmap-node`.
 pub fn state_dir() -> PathBuf {
