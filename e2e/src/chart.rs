@@ -23,8 +23,18 @@ pub const CONFIG_RELEASE: &str = "trafficmap";
 
 /// helm: `$HELM`, else `target/tools/helm`, else `helm` on PATH.
 pub fn helm_path() -> Result<PathBuf> {
+    let missing = |why: String| {
+        Error::Exited(format!(
+            "helm is missing ({why}): run `bash e2e/tools/install-helm.sh` (or `make helm`; CI \
+             does) to install it at {HELM_INSTALL_PATH}, or set ${HELM_ENV}"
+        ))
+    };
     if let Some(path) = std::env::var_os(HELM_ENV) {
-        return Ok(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            return Err(missing(format!("${HELM_ENV} is {}", path.display())));
+        }
+        return Ok(path);
     }
     let installed = repo_root().join(HELM_INSTALL_PATH);
     if installed.exists() {
@@ -37,10 +47,7 @@ pub fn helm_path() -> Result<PathBuf> {
     if on_path {
         return Ok(PathBuf::from("helm"));
     }
-    Err(Error::Exited(format!(
-        "helm is missing: run `bash e2e/tools/install-helm.sh` (or `make helm`; CI does) to install it \
-         at {HELM_INSTALL_PATH}, or set ${HELM_ENV}"
-    )))
+    Err(missing(format!("not at {HELM_INSTALL_PATH}, not on PATH")))
 }
 
 /// What a finished command printed, and whether it succeeded.
