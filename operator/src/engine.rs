@@ -240,6 +240,7 @@ impl Engine {
                     SkipReason::ClientIsNode(_) => "client_is_node",
                     SkipReason::ClusterDnsUpstream => "cluster_dns_upstream",
                     SkipReason::Dropped(_) => "dropped",
+                    SkipReason::ClientNamespaceExcluded(_) => "client_namespace_excluded",
                 };
                 self.metrics
                     .observations_skipped

@@ -218,6 +218,7 @@ fn resolve_config(args: &Args) -> Result<ResolveConfig, String> {
         pod_cidrs: args.pod_cidrs.clone(),
         service_cidrs: args.service_cidrs.clone(),
         cluster_dns: ServiceKey::new(dns_ns, dns_name),
+        excluded_namespaces: args.exclude_namespaces.iter().cloned().collect(),
         ..ResolveConfig::default()
     })
 }

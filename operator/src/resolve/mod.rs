@@ -27,6 +27,7 @@ pub mod pods;
 pub mod services;
 pub mod target;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -181,6 +182,8 @@ pub struct ResolveConfig {
     pub cluster_dns: ServiceKey,
     /// The API server Service.
     pub api_server: ServiceKey,
+    /// Namespaces whose workloads are never mapped as clients (they may still be targets).
+    pub excluded_namespaces: BTreeSet<String>,
     /// Owner kinds that are watched and walked through.
     pub owner_kinds: Vec<GroupKind>,
     /// See [`DEFAULT_RETENTION_MS`].
@@ -203,6 +206,7 @@ impl Default for ResolveConfig {
             service_cidrs: Vec::new(),
             cluster_dns: ServiceKey::new("kube-system", "kube-dns"),
             api_server: ServiceKey::new("default", "kubernetes"),
+            excluded_namespaces: BTreeSet::new(),
             owner_kinds: owners::default_owner_kinds(),
             retention_ms: DEFAULT_RETENTION_MS,
             clock_guard_ms: DEFAULT_CLOCK_GUARD_MS,

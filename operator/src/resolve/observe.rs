@@ -46,6 +46,8 @@ pub enum SkipReason {
     ClusterDnsUpstream,
     /// The client, or the connection's only target, was dropped.
     Dropped(DropReason),
+    /// The client's namespace is excluded (`--exclude-namespace`).
+    ClientNamespaceExcluded(String),
 }
 
 impl Index {
@@ -66,6 +68,13 @@ impl Index {
             return ObservationOutcome::Skipped(SkipReason::ClusterDnsUpstream);
         }
         let client = match self.resolve_client(obs.client(), seen, attempt) {
+            ClientResolution::Workload(w)
+                if self.config.excluded_namespaces.contains(&w.namespace) =>
+            {
+                return ObservationOutcome::Skipped(SkipReason::ClientNamespaceExcluded(
+                    w.namespace,
+                ));
+            }
             ClientResolution::Workload(w) => w,
             ClientResolution::Node { name } => {
                 return ObservationOutcome::Skipped(SkipReason::ClientIsNode(name));

@@ -461,3 +461,36 @@ fn dns_answers_received_by_the_cluster_dns_pods_are_their_upstream_lookups_not_c
         ObservationOutcome::Skipped(SkipReason::ClusterDnsUpstream)
     );
 }
+
+#[test]
+fn clients_in_an_excluded_namespace_are_skipped_but_stay_targets() {
+    let mut idx = Index::new(
+        ResolveConfig {
+            excluded_namespaces: [NS.to_string()].into(),
+            ..config()
+        },
+        0,
+    );
+    deployment_pod(&mut idx, "checkout", "o1", "10.244.0.4");
+    deployment_pod(&mut idx, "cart", "c1", "10.244.0.5");
+    let got = idx.resolve_observation(
+        &connection("10.244.0.4", "10.244.0.5", 7070, T),
+        attempt_after(T),
+    );
+    assert_eq!(
+        got,
+        ObservationOutcome::Skipped(SkipReason::ClientNamespaceExcluded(NS.into()))
+    );
+    assert_eq!(
+        target_at(&idx, "10.244.0.5", 7070, T),
+        wl("cart", "Deployment", None)
+    );
+    let mut included = index();
+    deployment_pod(&mut included, "checkout", "o1", "10.244.0.4");
+    deployment_pod(&mut included, "cart", "c1", "10.244.0.5");
+    let got = included.resolve_observation(
+        &connection("10.244.0.4", "10.244.0.5", 7070, T),
+        attempt_after(T),
+    );
+    assert!(matches!(got, ObservationOutcome::Edges { .. }), "{got:?}");
+}
