@@ -306,6 +306,12 @@ impl Engine {
     }
 
     fn update_gauges(&self) {
+        let (held, evicted) = self.index.dns_answers_held_and_evicted();
+        self.metrics.dns_answers.set(held as i64);
+        let counted = self.metrics.dns_answers_evicted.get();
+        if evicted > counted {
+            self.metrics.dns_answers_evicted.inc_by(evicted - counted);
+        }
         let clients = self.map.clients().count();
         let edges: usize = self.map.clients().map(|(_, e)| e.target_count()).sum();
         self.metrics.clients.set(clients as i64);

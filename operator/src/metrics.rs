@@ -59,6 +59,10 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     /// 1 while this replica is the leader.
     pub leader: Gauge,
+    /// DNS answers remembered to name connections.
+    pub dns_answers: Gauge,
+    /// DNS answers forgotten early because the cache was full.
+    pub dns_answers_evicted: Counter,
 }
 
 impl Metrics {
@@ -78,6 +82,8 @@ impl Metrics {
             api_writes: Family::default(),
             reconcile_seconds: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             leader: Gauge::default(),
+            dns_answers: Gauge::default(),
+            dns_answers_evicted: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -135,6 +141,16 @@ impl Metrics {
             "leader",
             "1 while this replica leads",
             metrics.leader.clone(),
+        );
+        registry.register(
+            "dns_answers",
+            "DNS answers remembered to name connections",
+            metrics.dns_answers.clone(),
+        );
+        registry.register(
+            "dns_answers_evicted",
+            "DNS answers forgotten early because the cache was full",
+            metrics.dns_answers_evicted.clone(),
         );
         Metrics {
             registry,
