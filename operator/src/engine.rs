@@ -229,7 +229,12 @@ impl Engine {
             ObservationOutcome::Edges { client, edges } => {
                 tracing::debug!(client = %client.name, namespace = %client.namespace, edges = edges.len(), "observation resolved");
                 for edge in edges {
-                    self.map.record(&client, edge);
+                    if self.map.record(&client, edge).is_none() {
+                        self.metrics
+                            .edges_refused
+                            .get_or_create(&ReasonLabel::new("internet_target_limit"))
+                            .inc();
+                    }
                 }
                 self.metrics.observations_resolved.inc();
                 true

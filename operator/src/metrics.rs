@@ -61,6 +61,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// DNS answers remembered to name connections.
     pub dns_answers: Gauge,
+    /// Edges not added to the map, by reason (a client at its internet target limit).
+    pub edges_refused: Family<ReasonLabel, Counter>,
     /// DNS answers forgotten early because the cache was full.
     pub dns_answers_evicted: Counter,
 }
@@ -83,6 +85,7 @@ impl Metrics {
             reconcile_seconds: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             leader: Gauge::default(),
             dns_answers: Gauge::default(),
+            edges_refused: Family::default(),
             dns_answers_evicted: Counter::default(),
             registry: Registry::default(),
         };
@@ -146,6 +149,11 @@ impl Metrics {
             "dns_answers",
             "DNS answers remembered to name connections",
             metrics.dns_answers.clone(),
+        );
+        registry.register(
+            "edges_refused",
+            "Edges not added to the map, by reason",
+            metrics.edges_refused.clone(),
         );
         registry.register(
             "dns_answers_evicted",
