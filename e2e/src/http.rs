@@ -26,25 +26,7 @@ pub async fn request(
     token: Option<&str>,
     body: Vec<u8>,
 ) -> Result<(u16, String)> {
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(pem) = ca_pem {
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots
-                .add(cert.map_err(|e| boxed("CA PEM", e))?)
-                .map_err(|e| boxed("CA certificate", e))?;
-        }
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| boxed("TLS versions", e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .build();
+    let connector = connector(ca_pem)?;
     let client: HyperClient<_, Full<Bytes>> =
         HyperClient::builder(TokioExecutor::new()).build(connector);
     let mut builder = hyper::Request::builder()
@@ -71,4 +53,71 @@ pub async fn request(
 /// GETs a plain-HTTP URL.
 pub async fn get(url: &str) -> Result<(u16, String)> {
     request("GET", url, None, None, Vec::new()).await
+}
+
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// HTTPS (trusting only `ca_pem`) or plain HTTP.
+fn connector(ca_pem: Option<&str>) -> Result<Connector> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|e| boxed("CA PEM", e))?)
+                .map_err(|e| boxed("CA certificate", e))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| boxed("TLS versions", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(connector)
+}
+
+/// POSTs a body that arrives in `chunks`, `gap` apart (a slow-drip client), with the full
+/// Content-Length announced up front; returns status and body if the server answers.
+pub async fn slow_post(
+    url: &str,
+    ca_pem: Option<&str>,
+    token: Option<&str>,
+    chunks: Vec<Vec<u8>>,
+    gap: std::time::Duration,
+) -> Result<(u16, String)> {
+    use futures::StreamExt;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let length: usize = chunks.iter().map(Vec::len).sum();
+    let frames = futures::stream::iter(chunks).then(move |chunk| async move {
+        tokio::time::sleep(gap).await;
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(chunk)))
+    });
+    let client: HyperClient<_, StreamBody<_>> =
+        HyperClient::builder(TokioExecutor::new()).build(connector(ca_pem)?);
+    let mut builder = hyper::Request::builder()
+        .method("POST")
+        .uri(url)
+        .header("content-type", "application/json")
+        .header("content-length", length.to_string());
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let request = builder
+        .body(StreamBody::new(Box::pin(frames)))
+        .map_err(|e| boxed("request", e))?;
+    let response = client.request(request).await.map_err(|e| boxed(url, e))?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| boxed("response body", e))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }

@@ -79,8 +79,14 @@ impl OperatorProcess {
 
     /// Starts it without waiting (a leader-election follower never becomes ready).
     pub fn spawn(options: &OperatorOptions) -> Result<Self> {
+        Self::spawn_on(options, free_port()?)
+    }
+
+    /// Like [`OperatorProcess::spawn`], serving reports on `ingest` (a restarted operator
+    /// that sniffers must find again at the same address).
+    pub fn spawn_on(options: &OperatorOptions, ingest: u16) -> Result<Self> {
         let binary = bin_path("trafficmap-operator")?;
-        let (ingest, admin) = (free_port()?, free_port()?);
+        let admin = free_port()?;
         let log_dir = repo_root().join("target/e2e-logs");
         std::fs::create_dir_all(&log_dir).map_err(|e| Error::Http {
             what: "log dir".into(),
@@ -183,6 +189,11 @@ impl OperatorProcess {
         Ok(crate::http::get(&format!("{}/metrics", self.admin_url))
             .await?
             .1)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills it at once (SIGKILL), as a crash would.
