@@ -29,25 +29,10 @@ pub async fn request(
     let connector = connector(ca_pem)?;
     let client: HyperClient<_, Full<Bytes>> =
         HyperClient::builder(TokioExecutor::new()).build(connector);
-    let mut builder = hyper::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json");
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
-    }
-    let request = builder
+    let request = builder(method, url, token)
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| boxed("request", e))?;
-    let response = client.request(request).await.map_err(|e| boxed(url, e))?;
-    let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| boxed("response body", e))?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    read_response(client.request(request).await.map_err(|e| boxed(url, e))?).await
 }
 
 /// GETs a plain-HTTP URL.
@@ -100,18 +85,27 @@ pub async fn slow_post(
     });
     let client: HyperClient<_, StreamBody<_>> =
         HyperClient::builder(TokioExecutor::new()).build(connector(ca_pem)?);
-    let mut builder = hyper::Request::builder()
-        .method("POST")
-        .uri(url)
-        .header("content-type", "application/json")
-        .header("content-length", length.to_string());
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
-    }
-    let request = builder
+    let request = builder("POST", url, token)
+        .header("content-length", length.to_string())
         .body(StreamBody::new(Box::pin(frames)))
         .map_err(|e| boxed("request", e))?;
-    let response = client.request(request).await.map_err(|e| boxed(url, e))?;
+    read_response(client.request(request).await.map_err(|e| boxed(url, e))?).await
+}
+
+/// A JSON request to `url`, with the bearer token when there is one.
+fn builder(method: &str, url: &str, token: Option<&str>) -> hyper::http::request::Builder {
+    let builder = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json");
+    match token {
+        Some(token) => builder.header("authorization", format!("Bearer {token}")),
+        None => builder,
+    }
+}
+
+/// Status and body (lossy UTF-8) of a response.
+async fn read_response(response: hyper::Response<hyper::body::Incoming>) -> Result<(u16, String)> {
     let status = response.status().as_u16();
     let bytes = response
         .into_body()
