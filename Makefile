@@ -10,9 +10,15 @@ HELM := target/tools/helm
 DOCKER ?= docker
 IMAGE_REGISTRY ?= ghcr.io/trafficmap
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# Seconds each fuzz target runs under `make fuzz`.
+FUZZ_SECONDS ?= 60
+# <crate dir>/fuzz:<target>:<max input bytes>; set it to run a subset
+FUZZ_TARGETS ?= sniffer/fuzz:packet_to_observations:9000 \
+	operator/fuzz:report_ingest:65536 \
+	crds/fuzz:render_client_intents:65536
 
-.PHONY: help build go-binaries test unit-test e2e-test lint crds control-plane-up control-plane-down \
-	down demo scenario helm config images
+.PHONY: help build go-binaries test unit-test e2e-test lint crds fuzz chaos control-plane-up \
+	control-plane-down down demo scenario helm config images
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -58,6 +64,24 @@ images: ## Build the operator and sniffer images (needs a Docker daemon)
 
 crds: ## Regenerate crds/yaml from the Rust types (then `make config` copies them into the chart)
 	$(CARGO) run -q -p trafficmap-api --bin crdgen -- --write crds/yaml
+
+chaos: ## Chaos cases (hostile input, kills, restarts) against a local control plane; one "chaos: <case>: pass|fail" line each
+	$(CARGO) build --workspace --bins
+	$(CONTROL_PLANE) up
+	target/debug/trafficmap-chaos; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
+
+fuzz: ## Fuzz each target FUZZ_SECONDS s (default 60); needs nightly Rust and cargo-fuzz, never run by test or CI
+	@rustup run nightly rustc --version >/dev/null 2>&1 || { echo "make fuzz: needs a nightly toolchain: rustup toolchain install nightly" >&2; exit 2; }
+	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "make fuzz: needs cargo-fuzz: cargo install cargo-fuzz" >&2; exit 2; }
+	@set -e; for spec in $(FUZZ_TARGETS); do \
+	  IFS=: read -r dir target max_len <<< "$$spec"; \
+	  mkdir -p "$$dir/corpus/$$target"; \
+	  echo "fuzz: $$target ($$dir) for $(FUZZ_SECONDS) s"; \
+	  ( cd "$$dir" && CARGO_TARGET_DIR="$(CURDIR)/target/fuzz" cargo +nightly fuzz run --debug-assertions "$$target" \
+	      "corpus/$$target" "seeds/$$target" -- -max_total_time=$(FUZZ_SECONDS) -max_len=$$max_len \
+	      -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ) \
+	    || { echo "fuzz: $$target: failed; the crashing input is in $$dir/artifacts/$$target/" >&2; exit 1; }; \
+	done
 
 control-plane-up: ## Build (first time) and start the local control plane; prints the kubeconfig path
 	$(CONTROL_PLANE) up

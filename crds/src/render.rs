@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube::api::ObjectMeta;
+use thiserror::Error;
 
 use crate::intents::{
     ClientIntents, ClientIntentsSpec, InternetTarget, KubernetesTarget, ServiceTarget, Target,
@@ -20,6 +21,48 @@ use crate::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 pub const SERVICE_KIND: &str = "Service";
 /// Target kind for node IPs: ClientIntents cannot express a node, so no target is rendered.
 pub const NODE_KIND: &str = "Node";
+
+/// Why an ObservedTraffic cannot be rendered into a ClientIntents the API server would accept.
+/// The operator only writes clients it resolved from real pods, but an ObservedTraffic can be
+/// created or edited by hand, and `kubectl trafficmap export` reads whatever is stored.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    /// The client's namespace cannot hold an object (not a DNS-1123 label).
+    #[error("client namespace {0:?} is not a valid namespace name (DNS-1123 label)")]
+    InvalidNamespace(String),
+    /// The client has no workload name, so the draft would select nothing.
+    #[error("client workload name is empty")]
+    EmptyWorkloadName,
+}
+
+/// Like [`render_client_intents`], refusing with a clear error a client whose draft the API
+/// server would reject or that would name no workload.
+pub fn try_render_client_intents(observed: &ObservedTraffic) -> Result<ClientIntents, RenderError> {
+    let client = &observed.spec.client;
+    if !is_dns1123_label(&client.namespace) {
+        return Err(RenderError::InvalidNamespace(client.namespace.clone()));
+    }
+    if client.name.is_empty() {
+        return Err(RenderError::EmptyWorkloadName);
+    }
+    Ok(render_client_intents(observed))
+}
+
+/// A namespace name: 1..=63 of `[a-z0-9-]`, starting and ending alphanumeric.
+fn is_dns1123_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            bytes.len() <= 63
+                && first.is_ascii_alphanumeric()
+                && last.is_ascii_alphanumeric()
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        }
+        _ => false,
+    }
+}
 
 /// Renders the draft ClientIntents for the client of `observed`: in the client's namespace,
 /// labelled as managed by trafficmap, with no owner references (the operator adds its own, an
@@ -283,5 +326,28 @@ targets:
         );
         assert!(ci.metadata.owner_references.is_none());
         assert!(ci.spec.targets.is_empty());
+    }
+
+    #[test]
+    fn a_client_the_api_server_could_not_hold_is_a_clear_error_not_a_draft() {
+        let mut bad = observed(vec![], vec![]);
+        bad.spec.client.namespace = "Shop Floor".into();
+        assert_eq!(
+            try_render_client_intents(&bad),
+            Err(RenderError::InvalidNamespace("Shop Floor".into()))
+        );
+        bad.spec.client.namespace = String::new();
+        assert!(try_render_client_intents(&bad).is_err());
+        let mut nameless = observed(vec![], vec![]);
+        nameless.spec.client.name = String::new();
+        assert_eq!(
+            try_render_client_intents(&nameless),
+            Err(RenderError::EmptyWorkloadName)
+        );
+        let good = observed(vec![target("cart", "shop", "Deployment", 1)], vec![]);
+        assert_eq!(
+            try_render_client_intents(&good),
+            Ok(render_client_intents(&good))
+        );
     }
 }

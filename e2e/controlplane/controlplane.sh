@@ -6,6 +6,9 @@
 #   controlplane.sh up       start it (idempotent); last line = kubeconfig path
 #   controlplane.sh down     stop it and delete its data (idempotent)
 #   controlplane.sh status   "running ..." (exit 0) or "not running" (exit 1)
+#   controlplane.sh restart-apiserver
+#                            kill the kube-apiserver (SIGKILL, as a crash) and start it
+#                            again on the same port and etcd data; returns once ready
 #
 # Files: <root>/.run/kubeconfig (admin), <root>/.run/controlplane/{ca.crt,
 # state.json,kubeconfig,ready,*.log}.
@@ -150,6 +153,24 @@ stop() {
   echo "controlplane: down"
 }
 
+restart_apiserver() {
+  local pid i
+  lock
+  pid="$(supervisor_pid)"
+  if [[ -z "$pid" || ! -f "$DIR/ready" ]]; then
+    log "not running: nothing to restart"
+    return 1
+  fi
+  kill -USR1 "$pid"
+  for ((i = 0; i < 50; i++)); do [[ -f "$DIR/ready" ]] || break; sleep 0.1; done
+  if [[ -f "$DIR/ready" ]]; then
+    log "the supervisor did not start a restart"
+    return 1
+  fi
+  wait_ready "$pid" >/dev/null
+  log "kube-apiserver restarted"
+}
+
 status() {
   local pid
   pid="$(supervisor_pid)"
@@ -170,8 +191,9 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
+  restart-apiserver) restart_apiserver ;;
   *)
-    echo "usage: $0 build|up|down|status" >&2
+    echo "usage: $0 build|up|down|status|restart-apiserver" >&2
     exit 2
     ;;
 esac

@@ -47,6 +47,9 @@ type child struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 	err  error         // exit status, valid after done
+	// replaced is set before the supervisor kills it on purpose (restart-apiserver), so its
+	// exit is expected.
+	replaced bool
 }
 
 func runUp(args []string) int {
@@ -82,6 +85,10 @@ func up(dir string) error {
 	// Catch signals before anything starts, so nothing is left behind.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	// SIGUSR1: kill the kube-apiserver as a crash would and start it again on the same port
+	// with the same etcd (chaos tests: watches must resume).
+	restarts := make(chan os.Signal, 1)
+	signal.Notify(restarts, syscall.SIGUSR1)
 
 	p, err := ensurePKI(dir)
 	if err != nil {
@@ -162,7 +169,35 @@ func up(dir string) error {
 			log.Printf("%s: stopping", s)
 			return nil
 		case c := <-exited:
+			if c.replaced {
+				continue
+			}
 			return fmt.Errorf("%s exited unexpectedly (%v); see %s", c.name, c.err, logPath(dir, c.name))
+		case <-restarts:
+			if kcm == nil {
+				log.Print("SIGUSR1 before the control plane is ready: ignored")
+				continue
+			}
+			_ = os.Remove(readyFile)
+			log.Print("SIGUSR1: killing kube-apiserver and starting it again (etcd keeps its data)")
+			api.replaced = true
+			_ = api.cmd.Process.Kill()
+			<-api.done
+			next, err := startChild(dir, "kube-apiserver", apiserverArgs(dir, p, pt), exited)
+			if err != nil {
+				return err
+			}
+			for i, c := range children {
+				if c == api {
+					children[i] = next
+				}
+			}
+			api = next
+			again, cancelAgain := context.WithTimeout(context.Background(), readyTimeout)
+			go func() {
+				defer cancelAgain()
+				readyErr <- pr.waitOK(again, next.done, st.APIServer+"/readyz")
+			}()
 		case err := <-etcd.Err():
 			return fmt.Errorf("etcd failed: %w", err)
 		case err := <-readyErr:

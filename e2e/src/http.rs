@@ -26,6 +26,24 @@ pub async fn request(
     token: Option<&str>,
     body: Vec<u8>,
 ) -> Result<(u16, String)> {
+    let connector = connector(ca_pem)?;
+    let client: HyperClient<_, Full<Bytes>> =
+        HyperClient::builder(TokioExecutor::new()).build(connector);
+    let request = builder(method, url, token)
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| boxed("request", e))?;
+    read_response(client.request(request).await.map_err(|e| boxed(url, e))?).await
+}
+
+/// GETs a plain-HTTP URL.
+pub async fn get(url: &str) -> Result<(u16, String)> {
+    request("GET", url, None, None, Vec::new()).await
+}
+
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// HTTPS (trusting only `ca_pem`) or plain HTTP.
+fn connector(ca_pem: Option<&str>) -> Result<Connector> {
     let mut roots = rustls::RootCertStore::empty();
     if let Some(pem) = ca_pem {
         for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
@@ -45,19 +63,49 @@ pub async fn request(
         .https_or_http()
         .enable_http1()
         .build();
-    let client: HyperClient<_, Full<Bytes>> =
-        HyperClient::builder(TokioExecutor::new()).build(connector);
-    let mut builder = hyper::Request::builder()
+    Ok(connector)
+}
+
+/// POSTs a body that arrives in `chunks`, `gap` apart (a slow-drip client), with the full
+/// Content-Length announced up front; returns status and body if the server answers.
+pub async fn slow_post(
+    url: &str,
+    ca_pem: Option<&str>,
+    token: Option<&str>,
+    chunks: Vec<Vec<u8>>,
+    gap: std::time::Duration,
+) -> Result<(u16, String)> {
+    use futures::StreamExt;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let length: usize = chunks.iter().map(Vec::len).sum();
+    let frames = futures::stream::iter(chunks).then(move |chunk| async move {
+        tokio::time::sleep(gap).await;
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(chunk)))
+    });
+    let client: HyperClient<_, StreamBody<_>> =
+        HyperClient::builder(TokioExecutor::new()).build(connector(ca_pem)?);
+    let request = builder("POST", url, token)
+        .header("content-length", length.to_string())
+        .body(StreamBody::new(Box::pin(frames)))
+        .map_err(|e| boxed("request", e))?;
+    read_response(client.request(request).await.map_err(|e| boxed(url, e))?).await
+}
+
+/// A JSON request to `url`, with the bearer token when there is one.
+fn builder(method: &str, url: &str, token: Option<&str>) -> hyper::http::request::Builder {
+    let builder = hyper::Request::builder()
         .method(method)
         .uri(url)
         .header("content-type", "application/json");
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
+    match token {
+        Some(token) => builder.header("authorization", format!("Bearer {token}")),
+        None => builder,
     }
-    let request = builder
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| boxed("request", e))?;
-    let response = client.request(request).await.map_err(|e| boxed(url, e))?;
+}
+
+/// Status and body (lossy UTF-8) of a response.
+async fn read_response(response: hyper::Response<hyper::body::Incoming>) -> Result<(u16, String)> {
     let status = response.status().as_u16();
     let bytes = response
         .into_body()
@@ -66,9 +114,4 @@ pub async fn request(
         .map_err(|e| boxed("response body", e))?
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
-}
-
-/// GETs a plain-HTTP URL.
-pub async fn get(url: &str) -> Result<(u16, String)> {
-    request("GET", url, None, None, Vec::new()).await
 }

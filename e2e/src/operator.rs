@@ -79,6 +79,12 @@ impl OperatorProcess {
 
     /// Starts it without waiting (a leader-election follower never becomes ready).
     pub fn spawn(options: &OperatorOptions) -> Result<Self> {
+        Self::spawn_on(options, free_port()?)
+    }
+
+    /// Like [`OperatorProcess::spawn`], serving reports on `ingest` (a restarted operator
+    /// that sniffers must find again at the same address).
+    pub fn spawn_on(options: &OperatorOptions, ingest: u16) -> Result<Self> {
         let mut args: Vec<String> = [
             "--namespace",
             &options.namespace,
@@ -98,14 +104,18 @@ impl OperatorProcess {
         .map(String::from)
         .into();
         args.extend(options.extra_args.iter().cloned());
-        Self::spawn_with(&options.label, &kubeconfig_path(), &args)
+        Self::launch(&options.label, &kubeconfig_path(), &args, ingest)
     }
 
     /// Starts it with exactly `args` plus loopback `--ingest-addr` and `--admin-addr`, as the
     /// user of `kubeconfig`, without waiting.
     pub fn spawn_with(label: &str, kubeconfig: &Path, args: &[String]) -> Result<Self> {
+        Self::launch(label, kubeconfig, args, free_port()?)
+    }
+
+    fn launch(label: &str, kubeconfig: &Path, args: &[String], ingest: u16) -> Result<Self> {
         let binary = bin_path("trafficmap-operator")?;
-        let (ingest, admin) = (free_port()?, free_port()?);
+        let admin = free_port()?;
         let log_dir = repo_root().join("target/e2e-logs");
         std::fs::create_dir_all(&log_dir).map_err(|e| Error::Http {
             what: "log dir".into(),
@@ -183,6 +193,11 @@ impl OperatorProcess {
         Ok(crate::http::get(&format!("{}/metrics", self.admin_url))
             .await?
             .1)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills it at once (SIGKILL), as a crash would.

@@ -44,6 +44,13 @@ pub struct Args {
     /// Largest report body accepted, in bytes (larger: 413).
     #[arg(long, env = "TRAFFICMAP_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most DNS answers (client, address, name) remembered to name connections; past this the
+    /// oldest are forgotten and counted (`dns_answers_evicted_total`).
+    #[arg(long, env = "TRAFFICMAP_MAX_DNS_ANSWERS", default_value_t = crate::resolve::dns_names::DEFAULT_MAX_DNS_ANSWERS)]
+    pub max_dns_answers: usize,
+    /// How long an authenticated client has to send the whole report body (slower: 408).
+    #[arg(long, env = "TRAFFICMAP_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
     /// Cluster DNS domain.
     #[arg(
         long,

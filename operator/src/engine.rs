@@ -229,7 +229,12 @@ impl Engine {
             ObservationOutcome::Edges { client, edges } => {
                 tracing::debug!(client = %client.name, namespace = %client.namespace, edges = edges.len(), "observation resolved");
                 for edge in edges {
-                    self.map.record(&client, edge);
+                    if self.map.record(&client, edge).is_none() {
+                        self.metrics
+                            .edges_refused
+                            .get_or_create(&ReasonLabel::new("internet_target_limit"))
+                            .inc();
+                    }
                 }
                 self.metrics.observations_resolved.inc();
                 true
@@ -307,6 +312,12 @@ impl Engine {
     }
 
     fn update_gauges(&self) {
+        let (held, evicted) = self.index.dns_answers_held_and_evicted();
+        self.metrics.dns_answers.set(held as i64);
+        let counted = self.metrics.dns_answers_evicted.get();
+        if evicted > counted {
+            self.metrics.dns_answers_evicted.inc_by(evicted - counted);
+        }
         let clients = self.map.clients().count();
         let edges: usize = self.map.clients().map(|(_, e)| e.target_count()).sum();
         self.metrics.clients.set(clients as i64);

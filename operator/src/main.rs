@@ -166,6 +166,7 @@ async fn run(args: Args) -> Result<(), String> {
         IngestConfig {
             addr: args.ingest_addr,
             max_body_bytes: args.max_body_bytes,
+            body_read_timeout: args.body_timeout,
             sniffer_username: service_account_username(&sniffer_ns, &sniffer_name),
             audience: args.token_audience.clone(),
         },
@@ -219,6 +220,7 @@ fn resolve_config(args: &Args) -> Result<ResolveConfig, String> {
         service_cidrs: args.service_cidrs.clone(),
         cluster_dns: ServiceKey::new(dns_ns, dns_name),
         excluded_namespaces: args.exclude_namespaces.iter().cloned().collect(),
+        max_dns_answers: args.max_dns_answers,
         ..ResolveConfig::default()
     })
 }

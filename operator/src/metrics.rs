@@ -59,6 +59,12 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     /// 1 while this replica is the leader.
     pub leader: Gauge,
+    /// DNS answers remembered to name connections.
+    pub dns_answers: Gauge,
+    /// Edges not added to the map, by reason (a client at its internet target limit).
+    pub edges_refused: Family<ReasonLabel, Counter>,
+    /// DNS answers forgotten early because the cache was full.
+    pub dns_answers_evicted: Counter,
 }
 
 impl Metrics {
@@ -78,6 +84,9 @@ impl Metrics {
             api_writes: Family::default(),
             reconcile_seconds: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             leader: Gauge::default(),
+            dns_answers: Gauge::default(),
+            edges_refused: Family::default(),
+            dns_answers_evicted: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -135,6 +144,21 @@ impl Metrics {
             "leader",
             "1 while this replica leads",
             metrics.leader.clone(),
+        );
+        registry.register(
+            "dns_answers",
+            "DNS answers remembered to name connections",
+            metrics.dns_answers.clone(),
+        );
+        registry.register(
+            "edges_refused",
+            "Edges not added to the map, by reason",
+            metrics.edges_refused.clone(),
+        );
+        registry.register(
+            "dns_answers_evicted",
+            "DNS answers forgotten early because the cache was full",
+            metrics.dns_answers_evicted.clone(),
         );
         Metrics {
             registry,

@@ -69,6 +69,7 @@ pub struct Aggregator {
     pod_ips: HashMap<IpAddr, String>,
     pod_links: HashMap<i32, PodLink>,
     refresh_ms: Option<u64>,
+    evicted: u64,
 }
 
 /// How the pod of a DNS client was found.
@@ -149,6 +150,12 @@ impl Aggregator {
         self.pod_links = pod_links;
     }
 
+    /// Entries forgotten because a table was full (not by age): their next sighting is
+    /// reported again, so the operator sees a repeat, never a loss.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
     /// The observations a DNS answer adds: one per address family that is new or changed.
     /// Counts how its client was attributed in `counters`.
     pub fn dns(&mut self, event: &DnsEvent, counters: &Counters) -> Vec<Observation> {
@@ -210,6 +217,7 @@ impl Aggregator {
                 None => {
                     if self.dns.len() >= MAX_ENTRIES {
                         tracing::warn!(entries = self.dns.len(), "DNS table full: cleared");
+                        self.evicted += self.dns.len() as u64;
                         self.dns.clear();
                     }
                     let entry = DnsEntry {
@@ -266,6 +274,7 @@ impl Aggregator {
                 entries = self.connections.len(),
                 "connection table full: cleared"
             );
+            self.evicted += self.connections.len() as u64;
             self.connections.clear();
         }
         self.connections.insert(
@@ -642,5 +651,21 @@ mod tests {
             agg.connection(&conn("10.0.0.5", "10.1.0.1:80"), 3)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_full_dns_table_is_cleared_and_the_evictions_counted() {
+        let counters = Counters::default();
+        let mut agg = Aggregator::default();
+        for i in 0..=MAX_ENTRIES {
+            let name = format!("n{i}.example.com");
+            assert_eq!(
+                agg.dns(&event("10.0.0.5", &name, &["10.1.0.1"], 1), &counters)
+                    .len(),
+                1
+            );
+        }
+        assert_eq!(agg.evicted(), MAX_ENTRIES as u64);
+        assert_eq!(agg.len().0, 1);
     }
 }

@@ -71,6 +71,8 @@ pub struct Counters {
     pub observations_rejected: AtomicU64,
     /// Observations dropped, oldest first, because the report buffer was full.
     pub buffer_dropped: AtomicU64,
+    /// Deduplication entries forgotten because their table was full (not by age).
+    pub dedup_evicted: AtomicU64,
     /// Bytes waiting in the report buffer (a gauge).
     pub buffer_bytes: AtomicU64,
     /// Observations waiting in the report buffer (a gauge).
@@ -111,6 +113,7 @@ pub struct CountersSnapshot {
     pub reports_dropped: u64,
     pub observations_rejected: u64,
     pub buffer_dropped: u64,
+    pub dedup_evicted: u64,
     pub buffer_bytes: u64,
     pub buffered_observations: u64,
 }
@@ -187,6 +190,7 @@ impl Counters {
             reports_dropped: get(&self.reports_dropped),
             observations_rejected: get(&self.observations_rejected),
             buffer_dropped: get(&self.buffer_dropped),
+            dedup_evicted: get(&self.dedup_evicted),
             buffer_bytes: get(&self.buffer_bytes),
             buffered_observations: get(&self.buffered_observations),
         }

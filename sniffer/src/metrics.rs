@@ -37,7 +37,7 @@ struct CountersCollector(Arc<Counters>);
 type CounterRow = (&'static str, &'static str, u64);
 
 #[rustfmt::skip]
-fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 24] {
+fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 25] {
     [
         ("packets", "Frames read from the capture ring (after the kernel's DNS filter).", s.frames),
         ("kernel_packets", "Packets the kernel passed to the capture ring.", s.kernel_packets),
@@ -63,6 +63,7 @@ fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 24] {
         ("reports_dropped", "Reports dropped because the operator refused them for good (4xx).", s.reports_dropped),
         ("observations_rejected", "Observations in reports the operator refused for good.", s.observations_rejected),
         ("buffer_dropped_observations", "Observations dropped, oldest first, because the report buffer was full.", s.buffer_dropped),
+        ("dedup_entries_evicted", "Deduplication entries (DNS answers, connections) forgotten because their table was full; seen again, they are reported again.", s.dedup_evicted),
     ]
 }
 

@@ -379,6 +379,7 @@ fn output_loop(
         let timeout = deadline.map_or(WAKE_INTERVAL, |d| {
             d.saturating_duration_since(now).min(WAKE_INTERVAL)
         });
+        Counters::set(&counters.dedup_evicted, aggregator.evicted());
         match receiver.recv_timeout(timeout) {
             Ok(Event::Dns(event)) => {
                 if waiting_for_scan && pending.len() < MAX_PENDING_DNS_EVENTS {

@@ -1,21 +1,38 @@
 //! `export`: draft ClientIntents for the observed calls, rendered by the one renderer the
-//! operator also uses ([`render_client_intents`]), serialized deterministically: sorted, with no
+//! operator also uses ([`try_render_client_intents`]), serialized deterministically: sorted, with no
 //! timestamps, status, owner references or managed fields, so an unchanged map exports the same
 //! bytes.
 
-use trafficmap_api::{ClientIntents, ObservedTraffic, render_client_intents};
+use trafficmap_api::render::try_render_client_intents;
+use trafficmap_api::{ClientIntents, ObservedTraffic};
 
 use crate::cli::args::ExportFormat;
 use crate::cli::error::CliError;
 use crate::cli::filter::has_calls;
 
 /// The ClientIntents of every client in `observed` that made calls, in the order of `observed`
-/// (sorted by client namespace and name).
+/// (sorted by client namespace and name). Clients that cannot be rendered into an object the
+/// API server accepts (an ObservedTraffic edited by hand) are left out; [`unrenderable`] says
+/// which and why.
 pub fn render_all(observed: &[ObservedTraffic]) -> Vec<ClientIntents> {
     observed
         .iter()
         .filter(|o| has_calls(o))
-        .map(render_client_intents)
+        .filter_map(|o| try_render_client_intents(o).ok())
+        .collect()
+}
+
+/// One line per client with calls that [`render_all`] leaves out, saying why.
+pub fn unrenderable(observed: &[ObservedTraffic]) -> Vec<String> {
+    observed
+        .iter()
+        .filter(|o| has_calls(o))
+        .filter_map(|o| {
+            try_render_client_intents(o).err().map(|err| {
+                let name = o.metadata.name.as_deref().unwrap_or("<unnamed>");
+                format!("ObservedTraffic {name} is not exported: {err}")
+            })
+        })
         .collect()
 }
 

@@ -99,6 +99,9 @@ async fn export_command(
 ) -> Result<ExitCode, CliError> {
     let observed = fetch(common, filter).await?;
     let intents = export::render_all(&observed);
+    for line in export::unrenderable(&observed) {
+        note(&line);
+    }
     if intents.is_empty() {
         note(&format!("{} Nothing to export.", list::NOTHING_OBSERVED));
     }

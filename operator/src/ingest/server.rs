@@ -31,7 +31,7 @@ use crate::now_ms;
 
 /// How long a client has to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client has to send its body once authenticated.
+/// How long a client has to send its body once authenticated, unless configured otherwise.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a TLS handshake may take.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +43,8 @@ pub struct IngestConfig {
     pub addr: SocketAddr,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// How long an authenticated client has to send its body (default [`BODY_READ_TIMEOUT`]).
+    pub body_read_timeout: Duration,
     /// The username TokenReview must return (`system:serviceaccount:<ns>:<name>`).
     pub sniffer_username: String,
     /// The audience tokens must be issued for.
@@ -169,24 +171,24 @@ async fn accept(state: &Ingest, request: Request) -> Result<usize, Refusal> {
 
     let body: Body = request.into_body();
     let limit = state.config.max_body_bytes;
-    let bytes =
-        match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
-            Err(_) => {
-                return Err((
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    format!("body not received within {} s", BODY_READ_TIMEOUT.as_secs()),
-                ));
-            }
-            Ok(Err(_)) => {
-                return Err((
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("body over {limit} bytes, or cut off"),
-                ));
-            }
-            Ok(Ok(bytes)) => bytes,
-        };
+    let timeout = state.config.body_read_timeout;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => {
+            return Err((
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("body not received within {timeout:?}"),
+            ));
+        }
+        Ok(Err(_)) => {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("body over {limit} bytes, or cut off"),
+            ));
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
     let report = Report::from_json(&bytes)
         .map_err(|err| (StatusCode::BAD_REQUEST, "malformed", err.to_string()))?;
     let count = report.observations.len();

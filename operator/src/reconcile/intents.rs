@@ -57,7 +57,16 @@ pub fn decide(observed: &ObservedTraffic, existing: Option<&ClientIntents>) -> I
             uncovered,
         };
     }
-    let mut draft = trafficmap_api::render_client_intents(observed);
+    let mut draft = match trafficmap_api::render::try_render_client_intents(observed) {
+        Ok(draft) => draft,
+        Err(err) => {
+            return IntentsDecision::Skip {
+                reason: "InvalidClient",
+                message: err.to_string(),
+                uncovered: Vec::new(),
+            };
+        }
+    };
     if let (Some(name), Some(uid)) = (&observed.metadata.name, &observed.metadata.uid) {
         draft.metadata.owner_references = Some(vec![OwnerReference {
             api_version: ObservedTraffic::api_version(&()).into_owned(),
@@ -171,6 +180,21 @@ mod tests {
                 }
                 other => panic!("expected a draft, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_client_no_draft_can_be_written_for_is_skipped_with_the_reason() {
+        let mut bad = observed();
+        bad.spec.client.namespace = "Not A Namespace".into();
+        match decide(&bad, None) {
+            IntentsDecision::Skip {
+                reason, message, ..
+            } => {
+                assert_eq!(reason, "InvalidClient");
+                assert!(message.contains("Not A Namespace"), "{message}");
+            }
+            other => panic!("expected a skip, got {other:?}"),
         }
     }
 

@@ -135,6 +135,12 @@ enum InternetKey {
     Ip(IpAddr),
 }
 
+/// Most internet targets (distinct domains or bare IPs) kept for one client. Past this, new
+/// ones are refused (and counted by the engine): a workload resolving or calling endless
+/// unique names cannot grow the operator's memory or its ObservedTraffic past what the API
+/// server stores, and what it was already seen calling stays.
+pub const MAX_INTERNET_TARGETS_PER_CLIENT: usize = 512;
+
 /// Everything one client workload was seen calling.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientEdges {
@@ -143,6 +149,21 @@ pub struct ClientEdges {
 }
 
 impl ClientEdges {
+    /// Whether [`ClientEdges::record`] would keep `edge`: false for a new internet target
+    /// once the client has [`MAX_INTERNET_TARGETS_PER_CLIENT`].
+    pub fn accepts(&self, edge: &ObservedEdge) -> bool {
+        match &edge.target {
+            EdgeTarget::InCluster(_) => true,
+            EdgeTarget::Internet { dns_name, ip } => {
+                let key = dns_name
+                    .clone()
+                    .map_or(InternetKey::Ip(*ip), InternetKey::Domain);
+                self.internet.len() < MAX_INTERNET_TARGETS_PER_CLIENT
+                    || self.internet.contains_key(&key)
+            }
+        }
+    }
+
     /// Folds in one edge, returning what that changed.
     pub fn record(&mut self, edge: ObservedEdge) -> Change {
         let mut facts = Facts::new(edge.first_seen_ms, edge.last_seen_ms);
@@ -306,9 +327,11 @@ impl TrafficMap {
         TrafficMap::default()
     }
 
-    /// Folds in an edge of `client`, returning what that changed for the client's status.
-    pub fn record(&mut self, client: &WorkloadRef, edge: ObservedEdge) -> Change {
-        self.clients.entry(client.clone()).or_default().record(edge)
+    /// Folds in an edge of `client`, returning what that changed for the client's status;
+    /// `None` when the client's edges refuse it (see [`ClientEdges::accepts`]).
+    pub fn record(&mut self, client: &WorkloadRef, edge: ObservedEdge) -> Option<Change> {
+        let edges = self.clients.entry(client.clone()).or_default();
+        edges.accepts(&edge).then(|| edges.record(edge))
     }
 
     /// One client's edges.

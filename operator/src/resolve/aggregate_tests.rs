@@ -266,3 +266,45 @@ fn a_status_with_a_non_ip_internet_address_is_refused() {
         Err(AggregateError::BadIp("not-an-ip".into()))
     );
 }
+
+#[test]
+fn a_client_keeps_a_bounded_number_of_internet_targets_and_what_it_had() {
+    let mut map = TrafficMap::new();
+    for i in 0..MAX_INTERNET_TARGETS_PER_CLIENT + 100 {
+        let name = format!("n{i}.example.com");
+        let kept = map.record(
+            &client(),
+            edge(
+                internet(Some(&name), "192.0.2.1"),
+                tcp(443),
+                SeenBy::Dns,
+                1_000,
+                1_000,
+            ),
+        );
+        assert_eq!(
+            kept.is_some(),
+            i < MAX_INTERNET_TARGETS_PER_CLIENT,
+            "{name}"
+        );
+    }
+    let edges = map.get(&client()).expect("client");
+    assert_eq!(edges.target_count(), MAX_INTERNET_TARGETS_PER_CLIENT);
+    // A target it already has still updates, and in-cluster targets are not limited.
+    let again = edge(
+        internet(Some("n0.example.com"), "192.0.2.1"),
+        tcp(8443),
+        SeenBy::Tcp,
+        2_000,
+        2_000,
+    );
+    assert_eq!(map.record(&client(), again), Some(Change::Material));
+    let cart = edge(
+        workload("cart", "Deployment", Some("cart")),
+        tcp(80),
+        SeenBy::Tcp,
+        2_000,
+        2_000,
+    );
+    assert_eq!(map.record(&client(), cart), Some(Change::Material));
+}

@@ -1,7 +1,7 @@
 //! DNS names: what a name inside the cluster domain says (Service, StatefulSet pod, pod IP), and
 //! which names each client recently resolved to each IP.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 
 use trafficmap_api::report::{ClientId, DnsObservation};
@@ -98,10 +98,27 @@ struct SeenName {
     valid_until_ms: TimeMs,
 }
 
-/// Names clients resolved to IPs, remembered for the answer's TTL plus a slack (clients cache).
+/// Most (client, address, name) answers remembered; past this the oldest recorded are
+/// forgotten first (and counted), so a flood of unique names cannot grow the operator.
+pub const DEFAULT_MAX_DNS_ANSWERS: usize = 200_000;
+/// Most names remembered for one client and address; past this the oldest is forgotten, so
+/// a flood of names for one address cannot make one edge's `dnsNames` unbounded.
+pub const MAX_NAMES_PER_ADDRESS: usize = 32;
+/// Longest TTL honoured, in seconds: a sniffer-reported TTL cannot pin an answer for longer.
+pub const MAX_TTL_SECONDS: u32 = 24 * 60 * 60;
+
+type AnswerKey = (IpAddr, IpAddr);
+
+/// Names clients resolved to IPs, remembered for the answer's TTL plus a slack (clients cache),
+/// at most [`DnsAnswers::capacity`] of them.
 #[derive(Clone, Debug)]
 pub struct DnsAnswers {
-    by_client_and_ip: HashMap<(IpAddr, IpAddr), Vec<SeenName>>,
+    by_client_and_ip: HashMap<AnswerKey, Vec<SeenName>>,
+    /// Keys in the order names were added to them (one entry per name added), oldest first.
+    added: VecDeque<AnswerKey>,
+    len: usize,
+    capacity: usize,
+    evicted: u64,
     slack_ms: u64,
     guard_ms: u64,
 }
@@ -109,23 +126,49 @@ pub struct DnsAnswers {
 impl DnsAnswers {
     /// An empty cache; answers count until TTL + `slack_ms`, and from `guard_ms` before seen.
     pub fn new(slack_ms: u64, guard_ms: u64) -> Self {
+        Self::with_capacity(slack_ms, guard_ms, DEFAULT_MAX_DNS_ANSWERS)
+    }
+
+    /// Like [`DnsAnswers::new`], remembering at most `capacity` answers.
+    pub fn with_capacity(slack_ms: u64, guard_ms: u64, capacity: usize) -> Self {
         DnsAnswers {
             by_client_and_ip: HashMap::new(),
+            added: VecDeque::new(),
+            len: 0,
+            capacity: capacity.max(1),
+            evicted: 0,
             slack_ms,
             guard_ms,
         }
     }
 
+    /// Answers remembered now.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Most answers remembered.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Answers forgotten early, because the cache or an address's name list was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
     /// Remembers the answers of `dns`.
     pub fn record(&mut self, dns: &DnsObservation) {
-        let valid_until = dns
-            .last_seen_ms
-            .saturating_add(u64::from(dns.ttl_seconds) * 1_000);
+        let ttl_ms = u64::from(dns.ttl_seconds.min(MAX_TTL_SECONDS)) * 1_000;
+        let valid_until = dns.last_seen_ms.saturating_add(ttl_ms);
         for ip in &dns.ips {
-            let names = self
-                .by_client_and_ip
-                .entry((dns.client.ip, *ip))
-                .or_default();
+            let key = (dns.client.ip, *ip);
+            let names = self.by_client_and_ip.entry(key).or_default();
             match names
                 .iter_mut()
                 .find(|n| n.name == dns.name && n.pod_uid == dns.client.pod_uid)
@@ -134,13 +177,51 @@ impl DnsAnswers {
                     seen.first_seen_ms = seen.first_seen_ms.min(dns.first_seen_ms);
                     seen.valid_until_ms = seen.valid_until_ms.max(valid_until);
                 }
-                None => names.push(SeenName {
-                    name: dns.name.clone(),
-                    pod_uid: dns.client.pod_uid.clone(),
-                    first_seen_ms: dns.first_seen_ms,
-                    valid_until_ms: valid_until,
-                }),
+                None => {
+                    if names.len() >= MAX_NAMES_PER_ADDRESS {
+                        names.remove(0);
+                        self.len -= 1;
+                        self.evicted += 1;
+                    }
+                    names.push(SeenName {
+                        name: dns.name.clone(),
+                        pod_uid: dns.client.pod_uid.clone(),
+                        first_seen_ms: dns.first_seen_ms,
+                        valid_until_ms: valid_until,
+                    });
+                    self.len += 1;
+                    self.added.push_back(key);
+                    self.evict_past_capacity();
+                }
             }
+        }
+    }
+
+    /// Forgets the oldest-added names until at most `capacity` remain.
+    fn evict_past_capacity(&mut self) {
+        while self.len > self.capacity {
+            let Some(key) = self.added.pop_front() else {
+                break;
+            };
+            if let Some(names) = self.by_client_and_ip.get_mut(&key) {
+                if !names.is_empty() {
+                    names.remove(0);
+                    self.len -= 1;
+                    self.evicted += 1;
+                }
+                if names.is_empty() {
+                    self.by_client_and_ip.remove(&key);
+                }
+            }
+        }
+        // Entries of `added` whose names went by gc or per-address eviction are stale; keep
+        // the queue proportional to what is held.
+        if self.added.len() > self.len.saturating_mul(2).max(1024) {
+            self.added = self
+                .by_client_and_ip
+                .iter()
+                .flat_map(|(key, names)| std::iter::repeat_n(*key, names.len()))
+                .collect();
         }
     }
 
@@ -172,6 +253,8 @@ impl DnsAnswers {
             names.retain(|n| n.valid_until_ms.saturating_add(slack) >= now_ms);
             !names.is_empty()
         });
+        self.len = self.by_client_and_ip.values().map(Vec::len).sum();
+        self.evict_past_capacity();
     }
 }
 
@@ -326,5 +409,92 @@ mod tests {
             dns.names_for(&a, ip("192.0.2.1"), SeenRange::at(12_000))
                 .is_empty()
         );
+    }
+
+    fn flood_answer(
+        client: &str,
+        name: &str,
+        ip_: &str,
+        ttl_seconds: u32,
+        at: u64,
+    ) -> DnsObservation {
+        DnsObservation {
+            client: ClientId {
+                ip: ip(client),
+                pod_uid: None,
+            },
+            name: name.into(),
+            ips: vec![ip(ip_)],
+            ttl_seconds,
+            first_seen_ms: at,
+            last_seen_ms: at,
+        }
+    }
+
+    #[test]
+    fn a_flood_of_unique_names_stays_within_the_capacity_and_evictions_are_counted() {
+        let mut answers = DnsAnswers::with_capacity(0, 0, 1_000);
+        for i in 0..20_000u32 {
+            let addr = format!("203.0.{}.{}", (i / 250) % 250, i % 250);
+            answers.record(&flood_answer(
+                "10.0.0.1",
+                &format!("n{i}.example.com"),
+                &addr,
+                30,
+                1_000,
+            ));
+        }
+        assert_eq!(answers.len(), 1_000);
+        assert_eq!(answers.evicted(), 19_000);
+        assert!(answers.added.len() <= 2 * 1_024);
+        let client = ClientId {
+            ip: ip("10.0.0.1"),
+            pod_uid: None,
+        };
+        // The newest are kept, the oldest forgotten.
+        let newest = answers.names_for(&client, ip("203.0.79.249"), SeenRange::at(1_000));
+        assert_eq!(newest, vec!["n19999.example.com".to_string()]);
+        assert!(
+            answers
+                .names_for(&client, ip("203.0.0.0"), SeenRange::at(1_000))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn one_address_keeps_a_bounded_number_of_names() {
+        let mut answers = DnsAnswers::new(0, 0);
+        for i in 0..1_000 {
+            answers.record(&flood_answer(
+                "10.0.0.1",
+                &format!("n{i}.example.com"),
+                "203.0.113.1",
+                30,
+                1_000,
+            ));
+        }
+        let client = ClientId {
+            ip: ip("10.0.0.1"),
+            pod_uid: None,
+        };
+        let names = answers.names_for(&client, ip("203.0.113.1"), SeenRange::at(1_000));
+        assert_eq!(names.len(), MAX_NAMES_PER_ADDRESS);
+        assert!(names.contains(&"n999.example.com".to_string()));
+        assert_eq!(answers.len(), MAX_NAMES_PER_ADDRESS);
+        assert_eq!(answers.evicted(), 1_000 - MAX_NAMES_PER_ADDRESS as u64);
+    }
+
+    #[test]
+    fn a_huge_ttl_cannot_pin_an_answer_past_a_day() {
+        let mut answers = DnsAnswers::new(0, 0);
+        answers.record(&flood_answer(
+            "10.0.0.1",
+            "pinned.example.com",
+            "203.0.113.1",
+            u32::MAX,
+            0,
+        ));
+        answers.gc(u64::from(MAX_TTL_SECONDS) * 1_000 + 1);
+        assert!(answers.is_empty());
     }
 }

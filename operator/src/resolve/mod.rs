@@ -196,6 +196,8 @@ pub struct ResolveConfig {
     pub settle_ms: u64,
     /// See [`DEFAULT_DNS_ANSWER_SLACK_MS`].
     pub dns_answer_slack_ms: u64,
+    /// Most DNS answers remembered (see [`dns_names::DEFAULT_MAX_DNS_ANSWERS`]).
+    pub max_dns_answers: usize,
 }
 
 impl Default for ResolveConfig {
@@ -213,6 +215,7 @@ impl Default for ResolveConfig {
             backend_slack_ms: DEFAULT_BACKEND_SLACK_MS,
             settle_ms: DEFAULT_SETTLE_MS,
             dns_answer_slack_ms: DEFAULT_DNS_ANSWER_SLACK_MS,
+            max_dns_answers: dns_names::DEFAULT_MAX_DNS_ANSWERS,
         }
     }
 }
@@ -242,7 +245,11 @@ impl Index {
                 started_at_ms,
             }),
             nodes: NodeIndex::new(retention, guard, started_at_ms),
-            dns: DnsAnswers::new(config.dns_answer_slack_ms, guard),
+            dns: DnsAnswers::with_capacity(
+                config.dns_answer_slack_ms,
+                guard,
+                config.max_dns_answers,
+            ),
             config,
         }
     }
@@ -307,6 +314,12 @@ impl Index {
     /// carry the names. Call before resolving the DNS observation itself.
     pub fn record_dns_answers(&mut self, dns: &DnsObservation) {
         self.dns.record(dns);
+    }
+
+    /// DNS answers remembered now, and how many were forgotten early because the cache was
+    /// full.
+    pub fn dns_answers_held_and_evicted(&self) -> (usize, u64) {
+        (self.dns.len(), self.dns.evicted())
     }
 
     /// Names `client` resolved to `ip` that were valid when a call over `seen` began (the
