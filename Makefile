@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CONTROL_PLANE := e2e/controlplane/controlplane.sh
 CARGO ?= cargo
 
-.PHONY: help build test unit-test e2e-test lint crds control-plane-up control-plane-down down demo
+.PHONY: help build test unit-test e2e-test lint crds control-plane-up control-plane-down down demo bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -37,6 +37,13 @@ control-plane-up: ## Build (first time) and start the local control plane; print
 
 control-plane-down: ## Stop the local control plane and remove its data
 	$(CONTROL_PLANE) down
+
+bench: ## Issue 8 figures on release builds with a control plane of its own (~15 min, root; not part of test)
+	$(CARGO) build --release --workspace --bins
+	mkdir -p target/bench-logs
+	$(CARGO) bench -p trafficmap-sniffer --bench dns_parse -- --warm-up-time 2 --measurement-time 5 >target/bench-logs/criterion.log 2>&1
+	$(CONTROL_PLANE) up
+	./target/release/trafficmap-bench all; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
 
 down: control-plane-down ## Stop everything the project started
 

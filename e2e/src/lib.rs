@@ -1,6 +1,7 @@
 //! trafficmap's end-to-end harness: access to the local control plane that `e2e/controlplane`
 //! builds from the Kubernetes Go modules, and installation of the CRDs the tests need.
 
+pub mod bench;
 pub mod cluster;
 pub mod crds;
 pub mod fixtures;
