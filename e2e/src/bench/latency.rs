@@ -46,7 +46,7 @@ pub struct Steady {
 /// Background reports sent per second.
 const BACKGROUND_REPORTS_PER_SECOND: u64 = 4;
 /// How long after the window a probe may still arrive.
-const LATE_PROBE_WAIT: Duration = Duration::from_secs(15);
+const LATE_PROBE_WAIT: Duration = Duration::from_secs(45);
 
 /// Probe `p`: (client workload, target workload). Targets are workloads without a Service,
 /// which the background load never calls, so each probe's edge is new.

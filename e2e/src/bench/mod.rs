@@ -101,9 +101,7 @@ impl Figure {
 
 /// Shortest text for a figure: integers as integers, the rest with 3 significant decimals.
 fn number(value: f64) -> String {
-    if value.fract() == 0.0 && value.abs() < 1e15 {
-        format!("{value:.0}")
-    } else if value.abs() >= 100.0 {
+    if (value.fract() == 0.0 && value.abs() < 1e15) || value.abs() >= 100.0 {
         format!("{value:.0}")
     } else if value.abs() >= 1.0 {
         format!("{value:.2}")

@@ -282,10 +282,13 @@ mod tests {
         let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n";
         let sockets = parse_proc_net_tcp(text);
         assert_eq!(sockets.len(), 2);
-        assert_eq!(sockets[0].local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(sockets[0].local, "127.0.0.1:8080".parse().expect("address"));
         assert_eq!(sockets[0].state, TCP_LISTEN);
-        assert_eq!(sockets[1].remote, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            sockets[1].remote,
+            "127.0.0.1:8080".parse().expect("address")
+        );
         let v6 = parse_proc_addr("00000000000000000000000001000000:0050");
-        assert_eq!(v6, Some("[::1]:80".parse().unwrap()));
+        assert_eq!(v6, Some("[::1]:80".parse().expect("address")));
     }
 }
