@@ -18,7 +18,7 @@ FUZZ_TARGETS ?= sniffer/fuzz:packet_to_observations:9000 \
 	crds/fuzz:render_client_intents:65536
 
 .PHONY: help build go-binaries test unit-test e2e-test lint crds fuzz chaos control-plane-up \
-	control-plane-down down demo scenario helm config images
+	control-plane-down down demo scenario helm config images bench
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -93,6 +93,13 @@ scenario: go-binaries ## Run one scenario (SCENARIO=path.yaml, SCENARIO_FLAGS=--
 	$(CARGO) build --workspace --bins
 	$(CONTROL_PLANE) up >/dev/null
 	$(NODE) scenario $(SCENARIO_FLAGS) $(SCENARIO)
+
+bench: ## Issue 8 figures on release builds with a control plane of its own (~15 min, root; not part of test)
+	$(CARGO) build --release --workspace --bins
+	mkdir -p target/bench-logs
+	$(CARGO) bench -p trafficmap-sniffer --bench dns_parse -- --warm-up-time 2 --measurement-time 5 >target/bench-logs/criterion.log 2>&1
+	$(CONTROL_PLANE) up
+	./target/release/trafficmap-bench all; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
 
 demo: go-binaries ## The ecom demo end to end, then the map (KEEP=1 leaves it running; root)
 	$(CARGO) build --workspace --bins

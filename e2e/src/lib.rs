@@ -2,6 +2,7 @@
 //! builds from the Kubernetes Go modules, installation of the CRDs the tests need, the
 //! simulated node ([`sim`]) and the scenario runner ([`scenario`]).
 
+pub mod bench;
 pub mod chaos;
 pub mod chart;
 pub mod cluster;

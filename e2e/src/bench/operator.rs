@@ -1,0 +1,352 @@
+//! The operator's figures: the release `trafficmap-operator` against the control plane loaded
+//! by [`super::cluster_load`], fed over its HTTPS ingest with a real ServiceAccount token.
+//!
+//! - `operator_ingest`: observations resolved and aggregated per second while several
+//!   connections keep it busy (its metrics, start to end of the window).
+//! - `report_to_crd_latency_p99`: a report with a new edge posted -> that edge in the
+//!   ObservedTraffic seen by a watch, under a steady background load.
+//! - `api_writes_per_min`: its writes during that steady phase; bound workloads / flush interval.
+//! - `operator_rss`: its VmHWM over the run.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use trafficmap_api::observed::Protocol;
+use trafficmap_api::report::{ClientId, ConnectionObservation, DnsObservation, REPORT_VERSION};
+use trafficmap_api::{Observation, Report};
+
+use super::cluster_load::{self, LoadedCluster, SERVICE_PORT};
+use super::ingest_client::IngestClient;
+use super::{BenchError, Figure, Result, io_context, memory_kib, metric, metric_sum, mib};
+use crate::cluster::{admin_client, kubeconfig_path};
+use crate::crds::install_all;
+use crate::operator::{free_port, published_ca, service_account_token};
+
+/// The operator's namespace for the bench.
+const OPERATOR_NS: &str = "tmb-operator";
+/// The operator's flush interval (its default).
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// Observations per report (a busy node's second).
+const OBSERVATIONS_PER_REPORT: usize = 5_000;
+/// Report bodies prepared before the ingest window.
+const PREPARED_REPORTS: usize = 24;
+/// Connections posting at once during the ingest window.
+const POSTERS: usize = 3;
+/// Length of the ingest window.
+const INGEST_WINDOW: Duration = Duration::from_secs(20);
+/// Targets each client workload calls (Services, through their ClusterIP).
+const TARGETS_PER_CLIENT: usize = 5;
+/// Length of the steady phase (latency probes and write counting).
+const STEADY_WINDOW: Duration = Duration::from_secs(60);
+/// Background observations per second in the steady phase.
+const STEADY_RATE: u64 = 5_000;
+/// One latency probe every ...
+const PROBE_EVERY: Duration = Duration::from_millis(600);
+
+/// A running operator, killed when dropped.
+struct OperatorProcess {
+    child: Child,
+    ingest_url: String,
+    admin_url: String,
+}
+
+impl OperatorProcess {
+    fn start() -> Result<Self> {
+        let binary = super::release_binary("trafficmap-operator")?;
+        let (ingest, admin) = (free_port()?, free_port()?);
+        let log = super::dns::log_path("operator.log")?;
+        let out = std::fs::File::create(&log).map_err(io_context("operator log"))?;
+        let err = out.try_clone().map_err(io_context("operator log"))?;
+        let child = Command::new(binary)
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("RUST_LOG", "warn")
+            .args([
+                "--ingest-addr",
+                &format!("127.0.0.1:{ingest}"),
+                "--admin-addr",
+                &format!("127.0.0.1:{admin}"),
+                "--namespace",
+                OPERATOR_NS,
+                "--sniffer-service-account",
+                &format!("{OPERATOR_NS}/sniffer"),
+                "--tls-san",
+                "127.0.0.1",
+                "--pod-cidr",
+                "10.244.0.0/16",
+                "--service-cidr",
+                "10.96.0.0/16",
+                "--flush-interval",
+                &format!("{}s", FLUSH_INTERVAL.as_secs()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(io_context("start the operator"))?;
+        Ok(OperatorProcess {
+            child,
+            ingest_url: format!("https://127.0.0.1:{ingest}/v1/reports"),
+            admin_url: format!("http://127.0.0.1:{admin}"),
+        })
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        for _ in 0..600 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(BenchError::Failed(format!(
+                    "operator exited with {status}; see target/bench-logs/operator.log"
+                )));
+            }
+            if matches!(
+                crate::http::get(&format!("{}/readyz", self.admin_url)).await,
+                Ok((200, _))
+            ) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(BenchError::Failed("operator not ready after 120 s".into()))
+    }
+
+    async fn metrics(&self) -> Result<String> {
+        Ok(crate::http::get(&format!("{}/metrics", self.admin_url))
+            .await?
+            .1)
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Observations the operator has dealt with: resolved, skipped as adding nothing, or dropped
+/// unresolved.
+pub fn processed(metrics: &str) -> f64 {
+    metric(metrics, "trafficmap_operator_observations_resolved_total")
+        + metric_sum(metrics, "trafficmap_operator_observations_skipped_total")
+        + metric_sum(metrics, "trafficmap_operator_observations_unresolved_total")
+}
+
+/// The `i`-th observation of the load: a pod of workload `i % WORKLOADS` calling one of its
+/// [`TARGETS_PER_CLIENT`] Services (by ClusterIP), every fourth one a DNS answer for it.
+pub fn load_observation(cluster: &LoadedCluster, i: usize, at_ms: u64) -> Option<Observation> {
+    let workloads = &cluster.workloads;
+    let client_w = i % workloads.len();
+    let (ip, uid) = workloads[client_w].pods[(i / workloads.len()) % 2].clone();
+    let target = (client_w * 7 + (i / 7) % TARGETS_PER_CLIENT) % cluster_load::SERVICES;
+    let server = &workloads[target];
+    let cluster_ip = server.cluster_ip?;
+    let client = ClientId {
+        ip,
+        pod_uid: Some(uid),
+    };
+    Some(if i % 4 == 3 {
+        Observation::Dns(DnsObservation {
+            client,
+            name: format!("s-{target:04}.{}.svc.cluster.local", server.namespace),
+            ips: vec![cluster_ip],
+            ttl_seconds: 30,
+            first_seen_ms: at_ms,
+            last_seen_ms: at_ms,
+        })
+    } else {
+        Observation::Connection(ConnectionObservation {
+            client,
+            server_ip: cluster_ip,
+            server_port: SERVICE_PORT,
+            protocol: Protocol::Tcp,
+            first_seen_ms: at_ms,
+            last_seen_ms: at_ms,
+        })
+    })
+}
+
+pub fn report_body(observations: Vec<Observation>) -> Result<Vec<u8>> {
+    serde_json::to_vec(&Report {
+        version: REPORT_VERSION,
+        node: crate::fixtures::TEST_NODE.into(),
+        observations,
+    })
+    .map_err(|e| BenchError::Failed(format!("serialize report: {e}")))
+}
+
+/// Posts prepared bodies from [`POSTERS`] connections until `stop`; counts observations the
+/// operator accepted (503s, when it is behind, are retried after a pause).
+async fn post_until(
+    client: Arc<IngestClient>,
+    bodies: Arc<Vec<Vec<u8>>>,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicU64>,
+    poster: usize,
+) -> Result<()> {
+    let mut next = poster;
+    while !stop.load(Ordering::Relaxed) {
+        let body = bodies[next % bodies.len()].clone();
+        next += POSTERS;
+        match client.post(body).await? {
+            200..=299 => {
+                accepted.fetch_add(OBSERVATIONS_PER_REPORT as u64, Ordering::Relaxed);
+            }
+            503 => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => return Err(BenchError::Failed(format!("ingest answered {other}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Runs everything and returns the figures.
+pub async fn figures() -> Result<Vec<Figure>> {
+    let kube = admin_client().await?;
+    install_all(&kube).await?;
+    eprintln!(
+        "operator: loading the control plane ({} workloads, {} pods, {} Services)",
+        cluster_load::WORKLOADS,
+        cluster_load::PODS,
+        cluster_load::SERVICES
+    );
+    let cluster = cluster_load::populate(&kube).await?;
+    eprintln!("  cluster ready in {:.0} s", cluster.took.as_secs_f64());
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": OPERATOR_NS}}))
+            .map_err(|e| BenchError::Failed(e.to_string()))?;
+    match kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(kube.clone())
+        .create(&Default::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(crate::kube_context("create the operator namespace")(e).into()),
+    }
+    let token = service_account_token(&kube, OPERATOR_NS, "sniffer", "trafficmap").await?;
+    let mut operator = OperatorProcess::start()?;
+    operator.wait_ready().await?;
+    let ca = published_ca(&kube, OPERATOR_NS).await?;
+    let client = Arc::new(IngestClient::new(&operator.ingest_url, &ca, &token)?);
+    warm_up(&operator, &client, &cluster).await?;
+
+    let ingest = ingest_window(&operator, &client, &cluster).await?;
+    eprintln!("  ingest: {ingest:.0} observations/s");
+    let steady = super::latency::steady_phase(
+        &kube,
+        &client,
+        &cluster,
+        &operator.admin_url,
+        super::latency::SteadyLoad {
+            window: STEADY_WINDOW,
+            rate: STEADY_RATE,
+            probe_every: PROBE_EVERY,
+        },
+    )
+    .await?;
+    let (_, hwm) = memory_kib(operator.child.id())?;
+    let bound_per_min = cluster_load::WORKLOADS as f64 * 60.0 / FLUSH_INTERVAL.as_secs_f64();
+    let flush_s = FLUSH_INTERVAL.as_secs_f64();
+    Ok(vec![
+        Figure::new("operator_ingest", ingest.round(), "observations/s").with_note(format!(
+            "{POSTERS} HTTPS connections, {OBSERVATIONS_PER_REPORT} observations per report, {} s window; {} workloads, {} pods, {} Services in the control plane",
+            INGEST_WINDOW.as_secs(), cluster_load::WORKLOADS, cluster_load::PODS, cluster_load::SERVICES
+        )),
+        Figure::new("operator_rss", mib(hwm), "MiB").with_note("VmHWM over the whole run"),
+        Figure::new("report_to_crd_latency_p99", steady.latency_p99.as_secs_f64(), "s").with_note(format!(
+            "{} probes (new edges) under {STEADY_RATE} observations/s; p50 {:.2} s; flush interval {flush_s:.0} s, target <= {:.0} s",
+            steady.probes, steady.latency_p50.as_secs_f64(), 2.0 * flush_s
+        )),
+        Figure::new("api_writes_per_min", steady.writes_per_min.round(), "writes/min").with_note(format!(
+            "bound {bound_per_min:.0}/min ({} workloads / {flush_s:.0} s flush interval); measured over {} s of steady load",
+            cluster_load::WORKLOADS, STEADY_WINDOW.as_secs()
+        )),
+    ])
+}
+
+/// Sends the load's whole edge set once (fresh times) and waits until the operator dealt with
+/// it, so the watches are synced and the map holds every edge before timing starts.
+async fn warm_up(
+    operator: &OperatorProcess,
+    client: &IngestClient,
+    cluster: &LoadedCluster,
+) -> Result<()> {
+    let total = cluster.workloads.len() * 2 * TARGETS_PER_CLIENT * 4;
+    let before = processed(&operator.metrics().await?);
+    let at = now_ms();
+    let mut sent = 0usize;
+    for chunk_start in (0..total).step_by(OBSERVATIONS_PER_REPORT) {
+        let observations: Vec<Observation> = (chunk_start
+            ..(chunk_start + OBSERVATIONS_PER_REPORT).min(total))
+            .filter_map(|i| load_observation(cluster, i, at))
+            .collect();
+        sent += observations.len();
+        let body = report_body(observations)?;
+        loop {
+            match client.post(body.clone()).await? {
+                200..=299 => break,
+                503 => tokio::time::sleep(Duration::from_millis(100)).await,
+                other => return Err(BenchError::Failed(format!("ingest answered {other}"))),
+            }
+        }
+    }
+    for _ in 0..600 {
+        let now = processed(&operator.metrics().await?);
+        if now - before >= sent as f64 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(BenchError::Failed(
+        "the operator did not resolve the warm-up in 120 s".into(),
+    ))
+}
+
+/// The ingest window: prepared reports posted as fast as the operator takes them.
+async fn ingest_window(
+    operator: &OperatorProcess,
+    client: &Arc<IngestClient>,
+    cluster: &LoadedCluster,
+) -> Result<f64> {
+    let at = now_ms();
+    let mut bodies = Vec::with_capacity(PREPARED_REPORTS);
+    for r in 0..PREPARED_REPORTS {
+        let observations: Vec<Observation> = (0..OBSERVATIONS_PER_REPORT)
+            .filter_map(|k| load_observation(cluster, r * OBSERVATIONS_PER_REPORT + k * 13, at))
+            .collect();
+        bodies.push(report_body(observations)?);
+    }
+    let bodies = Arc::new(bodies);
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for poster in 0..POSTERS {
+        tasks.push(tokio::spawn(post_until(
+            Arc::clone(client),
+            Arc::clone(&bodies),
+            Arc::clone(&stop),
+            Arc::clone(&accepted),
+            poster,
+        )));
+    }
+    // Let the queue fill before the window opens.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = processed(&operator.metrics().await?);
+    let started = Instant::now();
+    tokio::time::sleep(INGEST_WINDOW).await;
+    let after = processed(&operator.metrics().await?);
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await
+            .map_err(|e| BenchError::Failed(format!("poster: {e}")))??;
+    }
+    Ok((after - before) / elapsed)
+}

@@ -1,0 +1,75 @@
+//! `dns_parse`: one typical A response, from the captured Ethernet frame to the observation the
+//! sniffer emits (frame -> DNS answer -> aggregated `Observation`), as the capture and output
+//! threads do it. Run with `cargo bench -p trafficmap-sniffer --bench dns_parse`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use trafficmap_sniffer::aggregate::Aggregator;
+use trafficmap_sniffer::counters::Counters;
+use trafficmap_sniffer::dns::{DnsDecoder, Link};
+use trafficmap_sniffer::events::DnsEvent;
+
+/// `dig @10.123.0.2 svc.test.local A` answered by dnsmasq: one A record, TTL 300 (the frame of
+/// the sniffer's unit tests).
+const UDP4_A_SVC: &str = concat!(
+    "e2e29e8530647e513c6e48150800450000576eae40004011b6ed0a7b00020a7b00030035de1b0043",
+    "154f691485800001000100000001037376630474657374056c6f63616c0000010001c00c00010001",
+    "0000012c00040a7b003200002904d0000000000000",
+);
+/// Offsets in the frame of the UDP destination port and of the DNS message ID.
+const DEST_PORT_OFFSET: usize = 36;
+const DNS_ID_OFFSET: usize = 42;
+/// Distinct responses cycled through, so no iteration is a copy of the one before.
+const DISTINCT_FRAMES: usize = 4096;
+
+fn frames() -> Vec<Vec<u8>> {
+    let template: Vec<u8> = (0..UDP4_A_SVC.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&UDP4_A_SVC[i..i + 2], 16).expect("hex fixture"))
+        .collect();
+    (0..DISTINCT_FRAMES)
+        .map(|i| {
+            let mut frame = template.clone();
+            let port = 20_000 + i as u16;
+            frame[DEST_PORT_OFFSET..DEST_PORT_OFFSET + 2].copy_from_slice(&port.to_be_bytes());
+            frame[DNS_ID_OFFSET..DNS_ID_OFFSET + 2].copy_from_slice(&(i as u16).to_be_bytes());
+            frame
+        })
+        .collect()
+}
+
+fn dns_parse(c: &mut Criterion) {
+    let frames = frames();
+    let counters = Counters::default();
+    let mut decoder = DnsDecoder::default();
+    // Refreshing at every sighting: each answer becomes an `Observation`, the costliest case.
+    let mut aggregator = Aggregator::with_refresh(Duration::ZERO);
+    let mut now_ms = 1_700_000_000_000_u64;
+    let mut next = 0usize;
+    c.bench_function("dns_parse", |b| {
+        b.iter(|| {
+            let frame = &frames[next % DISTINCT_FRAMES];
+            next += 1;
+            // Time moves on each round, as it does on the wire.
+            now_ms += 1;
+            let answers = decoder.decode(Link::Ethernet(black_box(frame)), now_ms, &counters);
+            let mut emitted = 0;
+            for answer in answers {
+                let event = DnsEvent {
+                    client_ip: answer.client_ip,
+                    answer: answer.answer,
+                    seen_ms: now_ms,
+                    ifindex: 2,
+                    sent_on: Vec::new(),
+                };
+                emitted += aggregator.dns(&event, &counters).len();
+            }
+            black_box(emitted)
+        })
+    });
+}
+
+criterion_group!(benches, dns_parse);
+criterion_main!(benches);
