@@ -51,6 +51,11 @@ pub struct Args {
     /// How long an authenticated client has to send the whole report body (slower: 408).
     #[arg(long, env = "TRAFFICMAP_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
+    /// Longest a report request waits for its changes to be written to the API server; past
+    /// it the answer is 503 and the sniffer sends the report again. Keep it under the
+    /// sniffer's `--request-timeout`.
+    #[arg(long, env = "TRAFFICMAP_ACK_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub ack_timeout: Duration,
     /// Cluster DNS domain.
     #[arg(
         long,

@@ -6,8 +6,12 @@
 //! Write coalescing: a client's status is handed to the writer at most once per flush interval,
 //! when something material changed; when only `lastSeen` moved, at most once per
 //! [`EngineConfig::last_seen_refresh_ms`].
+//!
+//! Acknowledgement: every status handed over gets the next generation number of its client; a
+//! report waits in the [`Ledger`] for the generation of each client it touched that carries its
+//! edges, so it is acknowledged only once those are written (see [`crate::durable`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -16,6 +20,7 @@ use trafficmap_api::ObservedTraffic;
 use trafficmap_api::observed::{ObservedTrafficStatus, WorkloadRef};
 use trafficmap_api::report::Observation;
 
+use crate::durable::{Hold, Ledger};
 use crate::ingest::ReceivedReport;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::now_ms;
@@ -70,6 +75,10 @@ pub struct Stamped {
     pub at_ms: TimeMs,
 }
 
+/// Default of [`EngineConfig::pending_hold_ms`]: the settle time, a retry and some slack for
+/// the watches, well under the ingest's acknowledgement timeout.
+pub const DEFAULT_PENDING_HOLD_MS: u64 = 10_000;
+
 /// Timing of the engine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -81,6 +90,9 @@ pub struct EngineConfig {
     pub pending_capacity: usize,
     /// How long an observation may wait for the watches.
     pub pending_wait_ms: u64,
+    /// How long a report's acknowledgement waits for one of its observations to resolve; past
+    /// it the observation may still resolve, but unacknowledged by its report.
+    pub pending_hold_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -90,17 +102,37 @@ impl Default for EngineConfig {
             last_seen_refresh_ms: 60_000,
             pending_capacity: crate::resolve::pending::DEFAULT_PENDING_CAPACITY,
             pending_wait_ms: crate::resolve::pending::DEFAULT_PENDING_WAIT_MS,
+            pending_hold_ms: DEFAULT_PENDING_HOLD_MS,
         }
     }
 }
 
 /// A status due for writing.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct StatusWrite {
     /// The client.
     pub client: WorkloadRef,
     /// Its full status (targets, counts, lastSeen).
     pub status: ObservedTrafficStatus,
+    /// Its generation: the writer tells the [`Ledger`] when it is written.
+    pub generation: u64,
+}
+
+/// An observation waiting for the watches, with its report's hold.
+#[derive(Debug)]
+struct Waiting {
+    obs: Observation,
+    hold: Option<Hold>,
+    /// After this the report no longer waits for it (it may still resolve later).
+    hold_until_ms: TimeMs,
+}
+
+/// What folding an outcome did.
+enum Folded {
+    /// Still pending.
+    Pending,
+    /// Done; the client whose edges it recorded, if any.
+    Done(Option<WorkloadRef>),
 }
 
 /// What was last handed to the writer for a client.
@@ -114,8 +146,13 @@ struct Handed {
 pub struct Engine {
     index: Index,
     map: TrafficMap,
-    pending: PendingQueue<Observation>,
+    pending: PendingQueue<Waiting>,
     handed: HashMap<WorkloadRef, Handed>,
+    /// Generation of the last status handed over, per client.
+    generations: HashMap<WorkloadRef, u64>,
+    /// Clients with material changes not handed over yet.
+    dirty: HashSet<WorkloadRef>,
+    ledger: Arc<Ledger>,
     config: EngineConfig,
     metrics: Arc<Metrics>,
 }
@@ -128,6 +165,9 @@ impl Engine {
             map: TrafficMap::new(),
             pending: PendingQueue::new(config.pending_capacity, config.pending_wait_ms),
             handed: HashMap::new(),
+            generations: HashMap::new(),
+            dirty: HashSet::new(),
+            ledger: Arc::new(Ledger::default()),
             config,
             metrics,
         }
@@ -177,13 +217,17 @@ impl Engine {
                     tracing::info!(client = %client.name, namespace = %client.namespace, "map entry reset");
                 }
                 self.handed.remove(&client);
+                self.dirty.remove(&client);
+                self.ledger.forget(&client);
                 self.update_gauges();
             }
         }
     }
 
-    /// Resolves a report's observations; what cannot be resolved yet waits.
+    /// Resolves a report's observations; what cannot be resolved yet waits. The report's hold
+    /// waits for the statuses that carry its edges (see the module docs).
     pub fn ingest(&mut self, received: ReceivedReport, now: TimeMs) {
+        let hold = received.hold;
         for obs in received.report.observations {
             if let Observation::Dns(dns) = &obs {
                 self.index.record_dns_answers(dns);
@@ -191,9 +235,24 @@ impl Engine {
             let outcome = self
                 .index
                 .resolve_observation(&obs, Attempt::retryable(now));
-            if !self.fold(outcome, false) && self.pending.push(obs, now).is_some() {
-                self.unresolved("queue_full");
+            let share = hold.as_ref().map(Hold::share);
+            match self.fold(outcome, false) {
+                Folded::Done(client) => self.acknowledge(client, share),
+                Folded::Pending => {
+                    let waiting = Waiting {
+                        obs,
+                        hold: share,
+                        hold_until_ms: now.saturating_add(self.config.pending_hold_ms),
+                    };
+                    // An evicted observation's report is not acknowledged: it is sent again.
+                    if self.pending.push(waiting, now).is_some() {
+                        self.unresolved("queue_full");
+                    }
+                }
             }
+        }
+        if let Some(hold) = hold {
+            hold.written();
         }
         self.metrics
             .observations_pending
@@ -204,18 +263,31 @@ impl Engine {
     /// Retries waiting observations; those past their deadline get a last attempt.
     pub fn retry_pending(&mut self, now: TimeMs) {
         let index = &self.index;
-        let drained = self.pending.drain(now, |obs| {
-            match index.resolve_observation(obs, Attempt::retryable(now)) {
-                ObservationOutcome::Pending(_) => None,
-                outcome => Some(outcome),
+        let drained = self.pending.drain(now, |waiting| {
+            match index.resolve_observation(&waiting.obs, Attempt::retryable(now)) {
+                ObservationOutcome::Pending(_) => {
+                    if now >= waiting.hold_until_ms
+                        && let Some(hold) = waiting.hold.take()
+                    {
+                        hold.written();
+                    }
+                    None
+                }
+                outcome => Some((outcome, waiting.hold.take())),
             }
         });
-        for outcome in drained.resolved {
-            self.fold(outcome, true);
+        for (outcome, hold) in drained.resolved {
+            if let Folded::Done(client) = self.fold(outcome, true) {
+                self.acknowledge(client, hold);
+            }
         }
-        for obs in drained.expired {
-            let outcome = self.index.resolve_observation(&obs, Attempt::last(now));
-            self.fold(outcome, true);
+        for waiting in drained.expired {
+            let outcome = self
+                .index
+                .resolve_observation(&waiting.obs, Attempt::last(now));
+            if let Folded::Done(client) = self.fold(outcome, true) {
+                self.acknowledge(client, waiting.hold);
+            }
         }
         self.metrics
             .observations_pending
@@ -223,21 +295,48 @@ impl Engine {
         self.update_gauges();
     }
 
-    /// Folds an outcome into the map; false when it is still pending.
-    fn fold(&mut self, outcome: ObservationOutcome, final_attempt: bool) -> bool {
+    /// Makes `hold` wait for the status of `client` that carries the edge just folded in: the
+    /// next one while the client has changes not handed over, else the last one handed.
+    fn acknowledge(&self, client: Option<WorkloadRef>, hold: Option<Hold>) {
+        let Some(hold) = hold else {
+            return;
+        };
+        if let Some(client) = client {
+            let handed = self.generations.get(&client).copied().unwrap_or(0);
+            let generation = if self.dirty.contains(&client) {
+                handed + 1
+            } else {
+                handed
+            };
+            self.ledger.wait_for([(client, generation)], &hold);
+        }
+        hold.written();
+    }
+
+    /// Folds an outcome into the map, marking its client dirty when its entry changed
+    /// materially.
+    fn fold(&mut self, outcome: ObservationOutcome, final_attempt: bool) -> Folded {
         match outcome {
             ObservationOutcome::Edges { client, edges } => {
                 tracing::debug!(client = %client.name, namespace = %client.namespace, edges = edges.len(), "observation resolved");
+                let mut material = false;
                 for edge in edges {
-                    if self.map.record(&client, edge).is_none() {
-                        self.metrics
-                            .edges_refused
-                            .get_or_create(&ReasonLabel::new("internet_target_limit"))
-                            .inc();
+                    match self.map.record(&client, edge) {
+                        None => {
+                            self.metrics
+                                .edges_refused
+                                .get_or_create(&ReasonLabel::new("internet_target_limit"))
+                                .inc();
+                        }
+                        Some(Change::Material) => material = true,
+                        Some(_) => {}
                     }
                 }
+                if material && !self.dirty.contains(&client) {
+                    self.dirty.insert(client.clone());
+                }
                 self.metrics.observations_resolved.inc();
-                true
+                Folded::Done(Some(client))
             }
             ObservationOutcome::Skipped(reason) => {
                 tracing::debug!(?reason, "observation adds nothing");
@@ -251,15 +350,15 @@ impl Engine {
                     .observations_skipped
                     .get_or_create(&ReasonLabel::new(label))
                     .inc();
-                true
+                Folded::Done(None)
             }
             ObservationOutcome::Pending(reason) => {
                 if final_attempt {
                     tracing::debug!(?reason, "observation still pending on its last attempt");
                     self.unresolved("still_pending");
-                    return true;
+                    return Folded::Done(None);
                 }
-                false
+                Folded::Pending
             }
         }
     }
@@ -289,10 +388,15 @@ impl Engine {
                 due.push(StatusWrite {
                     client: client.clone(),
                     status: edges.to_status(),
+                    generation: 0,
                 });
             }
         }
-        for write in &due {
+        for write in &mut due {
+            let generation = self.generations.entry(write.client.clone()).or_insert(0);
+            *generation += 1;
+            write.generation = *generation;
+            self.dirty.remove(&write.client);
             if let Some(edges) = self.map.get(&write.client) {
                 self.handed.insert(
                     write.client.clone(),
@@ -322,6 +426,11 @@ impl Engine {
         let edges: usize = self.map.clients().map(|(_, e)| e.target_count()).sum();
         self.metrics.clients.set(clients as i64);
         self.metrics.edges.set(edges as i64);
+    }
+
+    /// The ledger of written generations, for the writer.
+    pub fn ledger(&self) -> Arc<Ledger> {
+        Arc::clone(&self.ledger)
     }
 
     /// The flush interval.
@@ -376,3 +485,6 @@ pub async fn run(
         let _ = writes.send(due);
     }
 }
+
+#[cfg(test)]
+mod tests;

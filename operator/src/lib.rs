@@ -6,11 +6,13 @@
 //! - [`store`]: the watches that feed resolution, and the stored map read back on start.
 //! - [`engine`]: the task that owns resolution state and decides what to write when.
 //! - [`reconcile`]: the only writer of ObservedTraffic and ClientIntents.
+//! - [`durable`]: a report is acknowledged only once what it changed is written.
 //! - [`leader`], [`admin`], [`metrics`], [`config`]: process wiring.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod durable;
 pub mod engine;
 pub mod ingest;
 pub mod leader;

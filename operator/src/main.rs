@@ -133,6 +133,7 @@ async fn run(args: Args) -> Result<(), String> {
         "restored the map from ObservedTraffic"
     );
     engine.restore(&stored, started);
+    let ledger = engine.ledger();
 
     let (cluster_tx, cluster_rx) = mpsc::channel(CLUSTER_EVENT_QUEUE);
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
@@ -153,6 +154,7 @@ async fn run(args: Args) -> Result<(), String> {
             emit_client_intents: args.emit_client_intents,
         },
         metrics.clone(),
+        ledger,
     );
     let writer_task = tokio::spawn(writer.run(write_rx, work.clone()));
 
@@ -167,6 +169,7 @@ async fn run(args: Args) -> Result<(), String> {
             addr: args.ingest_addr,
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: args.body_timeout,
+            ack_timeout: args.ack_timeout,
             sniffer_username: service_account_username(&sniffer_ns, &sniffer_name),
             audience: args.token_audience.clone(),
         },

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub api_writes: Family<WriteLabel, Counter>,
     /// Seconds from a flush being scheduled to its objects being written.
     pub reconcile_seconds: Histogram,
+    /// Seconds a report request waited for its changes to be written.
+    pub ack_wait_seconds: Histogram,
     /// 1 while this replica is the leader.
     pub leader: Gauge,
     /// DNS answers remembered to name connections.
@@ -83,6 +85,7 @@ impl Metrics {
             edges: Gauge::default(),
             api_writes: Family::default(),
             reconcile_seconds: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            ack_wait_seconds: Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0]),
             leader: Gauge::default(),
             dns_answers: Gauge::default(),
             edges_refused: Family::default(),
@@ -139,6 +142,11 @@ impl Metrics {
             "reconcile_seconds",
             "Flush to written, in seconds",
             metrics.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "report_ack_wait_seconds",
+            "Seconds a report waited for its changes to be written before its answer",
+            metrics.ack_wait_seconds.clone(),
         );
         registry.register(
             "leader",

@@ -100,8 +100,9 @@ pub struct Args {
     #[arg(long, env = "TRAFFICMAP_MAX_BODY_BYTES", default_value = "4Mi", value_parser = parse_bytes)]
     pub max_body_bytes: usize,
 
-    /// Give up on a report request after this long.
-    #[arg(long, env = "TRAFFICMAP_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    /// Give up on a report request after this long (the operator answers once what a report
+    /// changed is written, within its `--ack-timeout`, 20 s by default).
+    #[arg(long, env = "TRAFFICMAP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
     /// Address of the plain-HTTP /healthz, /readyz and /metrics server [default in report

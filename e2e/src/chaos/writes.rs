@@ -206,7 +206,9 @@ async fn killed_mid_write_in(setup: &mut Setup) -> Outcome {
         server_ip,
         accepted.clone(),
     ));
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // Long enough for early reports to be written and acknowledged (settling, a flush and the
+    // write) while later ones are still waiting for theirs.
+    tokio::time::sleep(Duration::from_millis(8_000)).await;
     setup.operator.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stream.abort();
@@ -255,7 +257,8 @@ async fn killed_mid_write_in(setup: &mut Setup) -> Outcome {
     })
 }
 
-/// Posts reports of 5 new ports each every 100 ms until aborted, recording acknowledged ports.
+/// Starts a report of 5 new ports every 100 ms until aborted (each waits for its answer on
+/// its own, as many sniffers would), recording the ports of acknowledged reports.
 async fn stream_reports(
     url: String,
     ca: String,
@@ -264,6 +267,7 @@ async fn stream_reports(
     server: IpAddr,
     accepted: Arc<Mutex<BTreeSet<u16>>>,
 ) {
+    let mut posts = tokio::task::JoinSet::new();
     for batch in 0u16..500 {
         let ports: Vec<u16> = (0..5).map(|i| 2000 + batch * 5 + i).collect();
         let observations = ports
@@ -273,14 +277,19 @@ async fn stream_reports(
         let Ok(body) = report(observations) else {
             return;
         };
-        if let Ok((202, _)) =
-            crate::http::request("POST", &url, Some(&ca), Some(&token), body).await
-            && let Ok(mut set) = accepted.lock()
-        {
-            set.extend(ports);
-        }
+        let (url, ca, token, accepted) = (url.clone(), ca.clone(), token.clone(), accepted.clone());
+        posts.spawn(async move {
+            if let Ok((202, _)) =
+                crate::http::request("POST", &url, Some(&ca), Some(&token), body).await
+                && let Ok(mut set) = accepted.lock()
+            {
+                set.extend(ports);
+            }
+        });
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Dropping the set (when this task is aborted) aborts the posts still waiting.
+    while posts.join_next().await.is_some() {}
 }
 
 /// Two replicas with leader election: exactly one is ready and writes; SIGKILL the leader and

@@ -177,6 +177,7 @@ fuzz_target!(|body: &[u8]| {
         ReceivedReport {
             report,
             received_ms: NOW_MS,
+            hold: None,
         },
         NOW_MS,
     );

@@ -26,6 +26,7 @@ use trafficmap_api::Report;
 use trafficmap_api::report::INGEST_PATH;
 
 use super::auth::{Rejection, TokenCache, bearer_token, decide, jwt_expiry_unix_seconds};
+use crate::durable::{Hold, Outcome};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::now_ms;
 
@@ -49,6 +50,8 @@ pub struct IngestConfig {
     pub sniffer_username: String,
     /// The audience tokens must be issued for.
     pub audience: String,
+    /// Longest a request waits for its changes to be written before a 503 (send again).
+    pub ack_timeout: Duration,
 }
 
 /// A report as it reached the operator.
@@ -58,6 +61,8 @@ pub struct ReceivedReport {
     pub report: Report,
     /// When it arrived, ms since the epoch.
     pub received_ms: u64,
+    /// Released when what the report changed is written; `None` when no one waits.
+    pub hold: Option<Hold>,
 }
 
 struct Ingest {
@@ -192,9 +197,11 @@ async fn accept(state: &Ingest, request: Request) -> Result<usize, Refusal> {
     let report = Report::from_json(&bytes)
         .map_err(|err| (StatusCode::BAD_REQUEST, "malformed", err.to_string()))?;
     let count = report.observations.len();
+    let (hold, receipt) = Hold::new();
     let received = ReceivedReport {
         report,
         received_ms: now_ms(),
+        hold: Some(hold),
     };
     state.reports.try_send(received).map_err(|_| {
         (
@@ -203,7 +210,29 @@ async fn accept(state: &Ingest, request: Request) -> Result<usize, Refusal> {
             "the operator is busy; retry later".to_string(),
         )
     })?;
-    Ok(count)
+    // A 202 means written: what is not acknowledged, the sniffer sends again.
+    let waited = Instant::now();
+    let outcome = tokio::time::timeout(state.config.ack_timeout, receipt.outcome()).await;
+    state
+        .metrics
+        .ack_wait_seconds
+        .observe(waited.elapsed().as_secs_f64());
+    match outcome {
+        Ok(Outcome::Written) => Ok(count),
+        Ok(Outcome::NotWritten) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_written",
+            "the report's changes could not be written; send it again".to_string(),
+        )),
+        Err(_) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "write_pending",
+            format!(
+                "the report's changes were not written within {:?}; send it again",
+                state.config.ack_timeout
+            ),
+        )),
+    }
 }
 
 fn refuse(rejection: Rejection) -> Refusal {

@@ -1,7 +1,8 @@
 //! Applies status snapshots from the engine: the ObservedTraffic object (created once per
 //! client), the draft ClientIntents when due, then the status with its condition. Failed writes
 //! stay queued with their latest snapshot and are retried with backoff; nothing is lost while the
-//! API server is away.
+//! API server is away. Each written status is entered in the [`Ledger`], which acknowledges the
+//! reports that waited for it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use trafficmap_api::observed::ObservedTrafficStatus;
 use trafficmap_api::{ClientIntents, FIELD_MANAGER, ObservedTraffic, WorkloadRef};
 
 use super::intents::{IntentsDecision, condition, decide};
+use crate::durable::Ledger;
 use crate::engine::StatusWrite;
 use crate::metrics::Metrics;
 
@@ -39,10 +41,11 @@ pub struct Writer {
     client: Client,
     config: WriterConfig,
     metrics: Arc<Metrics>,
-    /// Snapshots not yet written.
-    queue: BTreeMap<WorkloadRef, ObservedTrafficStatus>,
+    ledger: Arc<Ledger>,
+    /// Snapshots not yet written, with their generation.
+    queue: BTreeMap<WorkloadRef, (ObservedTrafficStatus, u64)>,
     /// Latest snapshot of every client, to re-decide drafts when the CRD appears.
-    latest: HashMap<WorkloadRef, ObservedTrafficStatus>,
+    latest: HashMap<WorkloadRef, (ObservedTrafficStatus, u64)>,
     /// UIDs of ObservedTraffic objects known to exist.
     uids: HashMap<WorkloadRef, String>,
     /// Draft specs last applied.
@@ -53,12 +56,18 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer with nothing queued.
-    pub fn new(client: Client, config: WriterConfig, metrics: Arc<Metrics>) -> Self {
+    /// A writer with nothing queued, entering what it writes in `ledger`.
+    pub fn new(
+        client: Client,
+        config: WriterConfig,
+        metrics: Arc<Metrics>,
+        ledger: Arc<Ledger>,
+    ) -> Self {
         Writer {
             client,
             config,
             metrics,
+            ledger,
             queue: BTreeMap::new(),
             latest: HashMap::new(),
             uids: HashMap::new(),
@@ -115,9 +124,9 @@ impl Writer {
 
     fn enqueue(&mut self, batch: Vec<StatusWrite>) {
         for write in batch {
-            self.latest
-                .insert(write.client.clone(), write.status.clone());
-            self.queue.insert(write.client, write.status);
+            let snapshot = (write.status, write.generation);
+            self.latest.insert(write.client.clone(), snapshot.clone());
+            self.queue.insert(write.client, snapshot);
         }
     }
 
@@ -150,8 +159,8 @@ impl Writer {
         if was != Some(present) {
             tracing::info!(present, "ClientIntents CRD presence");
             if present {
-                for (client, status) in &self.latest {
-                    self.queue.insert(client.clone(), status.clone());
+                for (client, snapshot) in &self.latest {
+                    self.queue.insert(client.clone(), snapshot.clone());
                 }
             }
         }
@@ -159,14 +168,17 @@ impl Writer {
 
     /// Writes every queued snapshot; returns how many failed (they stay queued).
     async fn write_queue(&mut self) -> usize {
-        let queued: Vec<(WorkloadRef, ObservedTrafficStatus)> =
+        let queued: Vec<(WorkloadRef, (ObservedTrafficStatus, u64))> =
             std::mem::take(&mut self.queue).into_iter().collect();
         let mut failed = 0;
-        for (client, status) in queued {
-            if let Err(err) = self.write_one(&client, status.clone()).await {
-                tracing::warn!(client = %client.name, namespace = %client.namespace, %err, "write failed");
-                failed += 1;
-                self.queue.entry(client).or_insert(status);
+        for (client, (status, generation)) in queued {
+            match self.write_one(&client, status.clone()).await {
+                Ok(()) => self.ledger.written(&client, generation),
+                Err(err) => {
+                    tracing::warn!(client = %client.name, namespace = %client.namespace, %err, "write failed");
+                    failed += 1;
+                    self.queue.entry(client).or_insert((status, generation));
+                }
             }
         }
         failed

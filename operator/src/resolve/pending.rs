@@ -69,19 +69,20 @@ impl<T> PendingQueue<T> {
     }
 
     /// Offers every item to `try_resolve` at `now_ms`: `Some` resolves it, `None` keeps it
-    /// waiting until its deadline, after which it is returned as expired.
+    /// waiting until its deadline, after which it is returned as expired. `try_resolve` may
+    /// update an item it keeps.
     pub fn drain<R>(
         &mut self,
         now_ms: TimeMs,
-        mut try_resolve: impl FnMut(&T) -> Option<R>,
+        mut try_resolve: impl FnMut(&mut T) -> Option<R>,
     ) -> Drained<T, R> {
         let mut drained = Drained {
             resolved: Vec::new(),
             expired: Vec::new(),
         };
         let mut kept = VecDeque::with_capacity(self.entries.len());
-        for entry in self.entries.drain(..) {
-            if let Some(result) = try_resolve(&entry.item) {
+        for mut entry in self.entries.drain(..) {
+            if let Some(result) = try_resolve(&mut entry.item) {
                 drained.resolved.push(result);
             } else if now_ms >= entry.deadline_ms {
                 drained.expired.push(entry.item);
@@ -119,7 +120,7 @@ mod tests {
         q.push(1, 0);
         q.push(2, 0);
         q.push(3, 0);
-        let out = q.drain(1_000, |n| (n % 2 == 1).then_some(n * 10));
+        let out = q.drain(1_000, |n| (*n % 2 == 1).then_some(*n * 10));
         assert_eq!(out.resolved, vec![10, 30]);
         assert!(out.expired.is_empty());
         assert_eq!(q.len(), 1);

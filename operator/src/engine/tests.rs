@@ -1,0 +1,233 @@
+//! The engine's acknowledgement rules: a report is written only once the statuses carrying
+//! its edges are, including an edge it merely saw again while the first write is under way.
+
+use std::net::IpAddr;
+
+use trafficmap_api::Report;
+use trafficmap_api::observed::Protocol;
+use trafficmap_api::report::{ClientId, ConnectionObservation, REPORT_VERSION};
+
+use super::*;
+use crate::durable::{Hold, Outcome, Receipt};
+use crate::resolve::{OwnerRef, ResolveConfig};
+
+const NS: &str = "shop";
+const T0: u64 = 1_700_000_000_000;
+/// Past the settle time, so an observation from `at` resolves at `at + SETTLED`.
+const SETTLED: u64 = 4_000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+fn deployment_pod(index: &mut Index, name: &str, pod_ip: &str) {
+    let owner = |kind: &str, name: &str| OwnerRef {
+        api_version: "apps/v1".into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+    };
+    let rs = format!("{name}-rs");
+    index.apply_owner(OwnerMeta {
+        uid: format!("uid-{name}"),
+        kind: "Deployment".into(),
+        name: name.into(),
+        namespace: NS.into(),
+        owner: None,
+    });
+    index.apply_owner(OwnerMeta {
+        uid: format!("uid-{rs}"),
+        kind: "ReplicaSet".into(),
+        name: rs.clone(),
+        namespace: NS.into(),
+        owner: Some(owner("Deployment", name)),
+    });
+    index.apply_pod(
+        PodInfo {
+            uid: format!("pod-{name}"),
+            namespace: NS.into(),
+            name: format!("{name}-pod"),
+            ips: vec![ip(pod_ip)],
+            host_network: false,
+            node_name: Some("n1".into()),
+            owner: Some(owner("ReplicaSet", &rs)),
+            workload_name_annotation: None,
+            ips_since_ms: Some(1_000),
+            terminated: false,
+        },
+        1_000,
+    );
+}
+
+fn engine() -> Engine {
+    let config = ResolveConfig {
+        pod_cidrs: vec!["10.244.0.0/16".parse().expect("CIDR")],
+        service_cidrs: vec!["10.96.0.0/16".parse().expect("CIDR")],
+        ..ResolveConfig::default()
+    };
+    let mut index = Index::new(config, 0);
+    deployment_pod(&mut index, "web", "10.244.0.10");
+    deployment_pod(&mut index, "cart", "10.244.0.11");
+    Engine::new(index, EngineConfig::default(), Arc::new(Metrics::new()))
+}
+
+/// A report of web -> cart on `port`, seen at `at`, and the receipt its handler would wait on.
+fn report(port: u16, at: u64) -> (ReceivedReport, Receipt) {
+    report_to("10.244.0.11", port, at)
+}
+
+fn report_to(server: &str, port: u16, at: u64) -> (ReceivedReport, Receipt) {
+    let (hold, receipt) = Hold::new();
+    let observation = Observation::Connection(ConnectionObservation {
+        client: ClientId {
+            ip: ip("10.244.0.10"),
+            pod_uid: None,
+        },
+        server_ip: ip(server),
+        server_port: port,
+        protocol: Protocol::Tcp,
+        first_seen_ms: at,
+        last_seen_ms: at,
+    });
+    let received = ReceivedReport {
+        report: Report {
+            version: REPORT_VERSION,
+            node: "n1".into(),
+            observations: vec![observation],
+        },
+        received_ms: at,
+        hold: Some(hold),
+    };
+    (received, receipt)
+}
+
+async fn settled(receipt: Receipt) -> Option<Outcome> {
+    tokio::time::timeout(std::time::Duration::from_millis(50), receipt.outcome())
+        .await
+        .ok()
+}
+
+/// Enters every due write in the ledger as written.
+fn write_all(engine: &mut Engine, now: u64) -> usize {
+    let due = engine.due_writes(now);
+    for write in &due {
+        engine.ledger().written(&write.client, write.generation);
+    }
+    due.len()
+}
+
+#[tokio::test]
+async fn a_new_edge_is_acknowledged_when_its_status_is_written() {
+    let mut engine = engine();
+    let (received, receipt) = report(8080, T0);
+    engine.ingest(received, T0 + SETTLED);
+    let due = engine.due_writes(T0);
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        engine.ledger().waiting(),
+        1,
+        "the report waits for web's status"
+    );
+    engine.ledger().written(&due[0].client, due[0].generation);
+    assert_eq!(settled(receipt).await, Some(Outcome::Written));
+}
+
+#[tokio::test]
+async fn a_resent_edge_waits_for_the_write_already_under_way() {
+    let mut engine = engine();
+    let (first, first_receipt) = report(8080, T0);
+    engine.ingest(first, T0 + SETTLED);
+    let due = engine.due_writes(T0);
+    // The sniffer sends the same edge again (say, after a timeout) before the write lands.
+    let (again, again_receipt) = report(8080, T0 + 100);
+    engine.ingest(again, T0 + 100 + SETTLED);
+    assert_eq!(engine.ledger().waiting(), 2);
+    engine.ledger().written(&due[0].client, due[0].generation);
+    assert_eq!(settled(first_receipt).await, Some(Outcome::Written));
+    assert_eq!(settled(again_receipt).await, Some(Outcome::Written));
+}
+
+#[tokio::test]
+async fn a_report_that_adds_nothing_new_to_a_written_map_is_acknowledged_at_once() {
+    let mut engine = engine();
+    let (first, _) = report(8080, T0);
+    engine.ingest(first, T0 + SETTLED);
+    assert_eq!(write_all(&mut engine, T0), 1);
+    let (again, receipt) = report(8080, T0 + 1_000);
+    engine.ingest(again, T0 + 1_000 + SETTLED);
+    assert_eq!(settled(receipt).await, Some(Outcome::Written));
+    assert_eq!(
+        write_all(&mut engine, T0 + 1_000),
+        0,
+        "lastSeen alone waits for the refresh"
+    );
+}
+
+#[tokio::test]
+async fn a_new_port_waits_for_the_next_status_not_the_one_in_flight() {
+    let mut engine = engine();
+    let (first, _) = report(8080, T0);
+    engine.ingest(first, T0 + SETTLED);
+    let in_flight = engine.due_writes(T0);
+    let (new_port, receipt) = report(9090, T0 + 100);
+    engine.ingest(new_port, T0 + 100 + SETTLED);
+    engine
+        .ledger()
+        .written(&in_flight[0].client, in_flight[0].generation);
+    assert_eq!(
+        settled(receipt).await,
+        None,
+        "acknowledged by a status without port 9090"
+    );
+    assert_eq!(write_all(&mut engine, T0 + 5_000), 1);
+    assert_eq!(
+        engine.ledger().waiting(),
+        0,
+        "the next status carries port 9090 and releases it"
+    );
+}
+
+#[tokio::test]
+async fn an_engine_that_stops_before_writing_fails_its_reports() {
+    let mut engine = engine();
+    let (received, receipt) = report(8080, T0);
+    engine.ingest(received, T0 + SETTLED);
+    drop(engine);
+    assert_eq!(settled(receipt).await, Some(Outcome::NotWritten));
+}
+
+#[tokio::test]
+async fn a_fresh_observation_holds_its_report_through_settling() {
+    let mut engine = engine();
+    let (received, receipt) = report(8080, T0);
+    engine.ingest(received, T0);
+    assert_eq!(
+        engine.due_writes(T0).len(),
+        0,
+        "nothing resolves while settling"
+    );
+    engine.retry_pending(T0 + SETTLED);
+    let due = engine.due_writes(T0 + SETTLED);
+    assert_eq!(due.len(), 1);
+    engine.ledger().written(&due[0].client, due[0].generation);
+    assert_eq!(settled(receipt).await, Some(Outcome::Written));
+}
+
+#[tokio::test]
+async fn an_observation_that_waits_past_the_hold_no_longer_holds_its_report() {
+    let mut engine = engine();
+    // No pod holds this address: it waits for the watches until its deadline.
+    let (received, receipt) = report_to("10.244.9.9", 8080, T0);
+    engine.ingest(received, T0);
+    engine.retry_pending(T0 + SETTLED);
+    let mut receipt = std::pin::pin!(receipt.outcome());
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(50), &mut receipt)
+            .await
+            .is_err(),
+        "released before the hold time"
+    );
+    engine.retry_pending(T0 + DEFAULT_PENDING_HOLD_MS);
+    assert_eq!(receipt.await, Outcome::Written);
+    assert_eq!(engine.pending.len(), 1, "it still waits to be resolved");
+}
