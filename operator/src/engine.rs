@@ -244,8 +244,13 @@ impl Engine {
                         hold: share,
                         hold_until_ms: now.saturating_add(self.config.pending_hold_ms),
                     };
-                    // An evicted observation's report is not acknowledged: it is sent again.
-                    if self.pending.push(waiting, now).is_some() {
+                    // An evicted observation is lost and counted; its report no longer waits
+                    // for it (failing the report would make one larger than the queue
+                    // unacknowledgeable forever).
+                    if let Some(evicted) = self.pending.push(waiting, now) {
+                        if let Some(hold) = evicted.hold {
+                            hold.written();
+                        }
                         self.unresolved("queue_full");
                     }
                 }

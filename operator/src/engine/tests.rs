@@ -231,3 +231,21 @@ async fn an_observation_that_waits_past_the_hold_no_longer_holds_its_report() {
     assert_eq!(receipt.await, Outcome::Written);
     assert_eq!(engine.pending.len(), 1, "it still waits to be resolved");
 }
+
+#[tokio::test]
+async fn a_report_larger_than_the_pending_queue_is_still_acknowledged() {
+    let mut engine = engine();
+    engine.pending = PendingQueue::new(1, DEFAULT_PENDING_HOLD_MS);
+    let (mut received, receipt) = report(8080, T0);
+    let (other, _) = report(9090, T0);
+    received
+        .report
+        .observations
+        .extend(other.report.observations);
+    engine.ingest(received, T0);
+    engine.retry_pending(T0 + SETTLED);
+    for write in engine.due_writes(T0 + SETTLED) {
+        engine.ledger().written(&write.client, write.generation);
+    }
+    assert_eq!(settled(receipt).await, Some(Outcome::Written));
+}
