@@ -85,6 +85,9 @@ pub async fn steady_phase(
     let mut probes = tokio::time::interval(load.probe_every);
     let mut next_observation = 0usize;
     let mut sent_probes = 0usize;
+    // Each report waits on its own for its answer (written, or 503 and sent again), as
+    // reports from many nodes would; the load keeps its pace.
+    let mut posts = tokio::task::JoinSet::new();
     while started.elapsed() < load.window {
         super::netns::interrupted()?;
         tokio::select! {
@@ -94,7 +97,8 @@ pub async fn steady_phase(
                     .filter_map(|i| load_observation(cluster, i, at))
                     .collect();
                 next_observation += per_report;
-                post(ingest, report_body(observations)?).await?;
+                let (ingest, body) = (Arc::clone(ingest), report_body(observations)?);
+                posts.spawn(async move { post(&ingest, body).await });
             }
             _ = probes.tick() => {
                 let (client_w, target_w) = probe_pair(cluster, sent_probes);
@@ -118,13 +122,17 @@ pub async fn steady_phase(
                     .entry((client.namespace.clone(), client.name.clone()))
                     .or_default()
                     .push((target.name.clone(), posted));
-                post(ingest, body).await?;
+                let ingest = Arc::clone(ingest);
+                posts.spawn(async move { post(&ingest, body).await });
                 sent_probes += 1;
             }
         }
     }
     let elapsed = started.elapsed();
     let after = writes(&crate::http::get(&metrics_url).await?.1);
+    while let Some(posted) = posts.join_next().await {
+        posted.map_err(|e| BenchError::Failed(format!("steady poster: {e}")))??;
+    }
     let deadline = Instant::now() + LATE_PROBE_WAIT.max(2 * FLUSH_INTERVAL);
     while Instant::now() < deadline {
         let seen = latencies.lock().map(|l| l.len()).unwrap_or(0);
@@ -156,7 +164,8 @@ pub async fn steady_phase(
     })
 }
 
-async fn post(ingest: &IngestClient, body: Vec<u8>) -> Result<()> {
+/// Posts `body` until the operator acknowledges it (503: written late or busy, so again).
+pub async fn post(ingest: &IngestClient, body: Vec<u8>) -> Result<()> {
     loop {
         match ingest.post(body.clone()).await? {
             200..=299 => return Ok(()),

@@ -32,8 +32,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 const OBSERVATIONS_PER_REPORT: usize = 5_000;
 /// Report bodies prepared before the ingest window.
 const PREPARED_REPORTS: usize = 24;
-/// Connections posting at once during the ingest window.
-const POSTERS: usize = 3;
+/// Requests in flight at once during the ingest window (as from that many nodes: the operator
+/// answers a report once its edges are written, so one poster alone waits a flush per report).
+const POSTERS: usize = 16;
 /// Length of the ingest window.
 const INGEST_WINDOW: Duration = Duration::from_secs(20);
 /// Targets each client workload calls (Services, through their ClusterIP).
@@ -183,7 +184,7 @@ pub fn report_body(observations: Vec<Observation>) -> Result<Vec<u8>> {
     .map_err(|e| BenchError::Failed(format!("serialize report: {e}")))
 }
 
-/// Posts prepared bodies from [`POSTERS`] connections until `stop`; counts observations the
+/// Posts prepared bodies, one of [`POSTERS`] concurrent posters, until `stop`; counts observations the
 /// operator accepted (503s, when it is behind, are retried after a pause).
 async fn post_until(
     client: Arc<IngestClient>,
@@ -256,7 +257,7 @@ pub async fn figures() -> Result<Vec<Figure>> {
     let flush_s = FLUSH_INTERVAL.as_secs_f64();
     Ok(vec![
         Figure::new("operator_ingest", ingest.round(), "observations/s").with_note(format!(
-            "{POSTERS} HTTPS connections, {OBSERVATIONS_PER_REPORT} observations per report, {} s window; {} workloads, {} pods, {} Services in the control plane",
+            "{POSTERS} concurrent posters, {OBSERVATIONS_PER_REPORT} observations per report, {} s window; {} workloads, {} pods, {} Services in the control plane",
             INGEST_WINDOW.as_secs(), cluster_load::WORKLOADS, cluster_load::PODS, cluster_load::SERVICES
         )),
         Figure::new("operator_rss", mib(hwm), "MiB").with_note("VmHWM over the whole run"),
@@ -275,13 +276,14 @@ pub async fn figures() -> Result<Vec<Figure>> {
 /// it, so the watches are synced and the map holds every edge before timing starts.
 async fn warm_up(
     operator: &OperatorProcess,
-    client: &IngestClient,
+    client: &Arc<IngestClient>,
     cluster: &LoadedCluster,
 ) -> Result<()> {
     let total = cluster.workloads.len() * 2 * TARGETS_PER_CLIENT * 4;
     let before = processed(&operator.metrics().await?);
     let at = now_ms();
     let mut sent = 0usize;
+    let mut posts = tokio::task::JoinSet::new();
     for chunk_start in (0..total).step_by(OBSERVATIONS_PER_REPORT) {
         let observations: Vec<Observation> = (chunk_start
             ..(chunk_start + OBSERVATIONS_PER_REPORT).min(total))
@@ -289,13 +291,11 @@ async fn warm_up(
             .collect();
         sent += observations.len();
         let body = report_body(observations)?;
-        loop {
-            match client.post(body.clone()).await? {
-                200..=299 => break,
-                503 => tokio::time::sleep(Duration::from_millis(100)).await,
-                other => return Err(BenchError::Failed(format!("ingest answered {other}"))),
-            }
-        }
+        let client = Arc::clone(client);
+        posts.spawn(async move { super::latency::post(&client, body).await });
+    }
+    while let Some(posted) = posts.join_next().await {
+        posted.map_err(|e| BenchError::Failed(format!("warm-up poster: {e}")))??;
     }
     for _ in 0..600 {
         let now = processed(&operator.metrics().await?);
