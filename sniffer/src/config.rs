@@ -87,6 +87,11 @@ pub struct Args {
     #[arg(long, env = "TRAFFICMAP_REPORT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub report_interval: Duration,
 
+    /// Most reports in flight at once. The operator answers a report once its edges are
+    /// written (a flush interval or so), so a backlog goes out this many reports at a time.
+    #[arg(long, env = "TRAFFICMAP_REPORT_CONCURRENCY", default_value_t = 4)]
+    pub report_concurrency: usize,
+
     /// Report mode: observations still seen are sent again this often, so lastSeen moves.
     #[arg(long, env = "TRAFFICMAP_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub refresh_interval: Duration,

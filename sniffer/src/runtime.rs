@@ -160,7 +160,7 @@ impl Workers {
 
 /// The reporter's parts, before it starts.
 struct Reporter {
-    transport: HttpsTransport,
+    transports: Vec<HttpsTransport>,
     buffer: SharedBuffer,
     settings: ReportSettings,
 }
@@ -196,7 +196,7 @@ impl IoThread {
                     });
                     let mut stop = stop;
                     match reporter {
-                        Some(r) => report::run(r.transport, r.buffer, r.settings, stop).await,
+                        Some(r) => report::run(r.transports, r.buffer, r.settings, stop).await,
                         None => {
                             let _ = stop.wait_for(|stop| *stop).await;
                         }
@@ -305,18 +305,22 @@ pub fn run_jsonl(args: &Args, out: impl Write) -> Result<(), RuntimeError> {
 pub fn run_report(args: &Args) -> Result<(), RuntimeError> {
     let uri = client::ingest_uri(&args.operator_url)?;
     let roots = client::load_ca(&args.ca_file)?;
-    let transport = HttpsTransport::new(
-        uri.clone(),
-        roots,
-        args.token_file.clone(),
-        args.request_timeout,
-    )?;
+    let transports = (0..args.report_concurrency.max(1))
+        .map(|_| {
+            HttpsTransport::new(
+                uri.clone(),
+                roots.clone(),
+                args.token_file.clone(),
+                args.request_timeout,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let node = node_name(args);
     tracing::info!(%uri, node, ca = %args.ca_file.display(), "reporting to the operator");
     let counters = Arc::new(Counters::default());
     let buffer = SharedBuffer::new(args.buffer_bytes, Arc::clone(&counters));
     let reporter = Reporter {
-        transport,
+        transports,
         buffer: buffer.clone(),
         settings: ReportSettings {
             node,

@@ -6,7 +6,9 @@
 //! - [`token`], [`client`]: the ServiceAccount token and the HTTPS transport (I/O).
 //!
 //! The output thread pushes into a [`SharedBuffer`]; [`run`] empties it every report interval,
-//! and after a failure waits out the backoff instead.
+//! and after a failure waits out the backoff instead. The operator answers a report only once
+//! its edges are written (seconds), so a backlog goes out as several reports at once, one per
+//! transport of the pool.
 
 pub mod backoff;
 pub mod buffer;
@@ -95,10 +97,11 @@ pub struct ReportSettings {
     pub max_body_bytes: usize,
 }
 
-/// Sends everything buffered, batch by batch; stops at the first retryable failure (the
-/// undelivered observations go back into the buffer, merging with newer ones).
+/// Sends everything buffered, up to one batch per transport at a time; stops after the first
+/// round with a retryable failure (the undelivered observations go back into the buffer,
+/// merging with newer ones).
 async fn flush<T: Transport>(
-    transport: &mut T,
+    transports: &mut [T],
     buffer: &SharedBuffer,
     settings: &ReportSettings,
 ) -> Result<(), FailureReason> {
@@ -106,22 +109,35 @@ async fn flush<T: Transport>(
         .max_body_bytes
         .saturating_sub(envelope_bytes(&settings.node));
     loop {
-        let batch = buffer.take_batch(budget);
-        if batch.is_empty() {
+        let mut round = Vec::with_capacity(transports.len());
+        for transport in transports.iter_mut() {
+            let batch = buffer.take_batch(budget);
+            if batch.is_empty() {
+                break;
+            }
+            round.push(deliver(transport, &settings.node, batch, &buffer.counters));
+        }
+        if round.is_empty() {
             return Ok(());
         }
-        if let Err(undelivered) = deliver(transport, &settings.node, batch, &buffer.counters).await
-        {
-            buffer.push_all(undelivered.observations);
-            return Err(undelivered.reason);
+        let mut failure = None;
+        for result in futures::future::join_all(round).await {
+            if let Err(undelivered) = result {
+                buffer.push_all(undelivered.observations);
+                failure.get_or_insert(undelivered.reason);
+            }
+        }
+        if let Some(reason) = failure {
+            return Err(reason);
         }
     }
 }
 
-/// Flushes `buffer` every interval (after a failure: when the backoff ends) until `shutdown`
-/// turns true, then flushes once more for at most [`FINAL_FLUSH_TIMEOUT`].
+/// Flushes `buffer` every interval (after a failure: when the backoff ends) through up to
+/// one report per transport at once, until `shutdown` turns true, then flushes once more for
+/// at most [`FINAL_FLUSH_TIMEOUT`].
 pub async fn run<T: Transport>(
-    mut transport: T,
+    mut transports: Vec<T>,
     buffer: SharedBuffer,
     settings: ReportSettings,
     mut shutdown: watch::Receiver<bool>,
@@ -133,7 +149,7 @@ pub async fn run<T: Transport>(
             () = tokio::time::sleep_until(next) => {}
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
-        match flush(&mut transport, &buffer, &settings).await {
+        match flush(&mut transports, &buffer, &settings).await {
             Ok(()) => {
                 if backoff.failures() > 0 {
                     tracing::info!(failures = backoff.failures(), "operator reachable again");
@@ -166,7 +182,7 @@ pub async fn run<T: Transport>(
     }
     match tokio::time::timeout(
         FINAL_FLUSH_TIMEOUT,
-        flush(&mut transport, &buffer, &settings),
+        flush(&mut transports, &buffer, &settings),
     )
     .await
     {
@@ -272,7 +288,10 @@ mod tests {
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 let _ = stop.send(true);
             };
-            tokio::join!(run(operator, buffer.clone(), settings, stopped), driver);
+            tokio::join!(
+                run(vec![operator], buffer.clone(), settings, stopped),
+                driver
+            );
             let log = log.lock().expect("log");
             assert_eq!(log.attempts[0] - started, Duration::from_secs(1));
             let gaps: Vec<Duration> = log.attempts.windows(2).map(|w| w[1] - w[0]).collect();
@@ -303,7 +322,10 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 let _ = stop.send(true);
             };
-            tokio::join!(run(operator, buffer.clone(), settings, stopped), driver);
+            tokio::join!(
+                run(vec![operator], buffer.clone(), settings, stopped),
+                driver
+            );
         });
         assert_eq!(log.lock().expect("log").delivered, vec![conn(1)]);
     }
@@ -316,8 +338,63 @@ mod tests {
         paused_runtime().block_on(async {
             let _ = stop.send(true);
             let started = Instant::now();
-            run(operator, buffer.clone(), settings, stopped).await;
+            run(vec![operator], buffer.clone(), settings, stopped).await;
             assert_eq!(started.elapsed(), FINAL_FLUSH_TIMEOUT);
         });
+    }
+
+    /// Answers 200 after `delay`, recording what it delivered.
+    struct SlowOperator {
+        delay: Duration,
+        log: Arc<Mutex<Log>>,
+    }
+
+    impl Transport for SlowOperator {
+        async fn send(&mut self, body: Vec<u8>) -> Result<Answer, FailureReason> {
+            let report = Report::from_json(&body).expect("valid report");
+            self.log.lock().expect("log").attempts.push(Instant::now());
+            tokio::time::sleep(self.delay).await;
+            self.log
+                .lock()
+                .expect("log")
+                .delivered
+                .extend(report.observations);
+            Ok(Answer {
+                status: 202,
+                body: Vec::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_backlog_goes_out_one_report_per_transport_at_once() {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let delay = Duration::from_secs(5);
+        let transports: Vec<SlowOperator> = (0..3)
+            .map(|_| SlowOperator {
+                delay,
+                log: Arc::clone(&log),
+            })
+            .collect();
+        let buffer = SharedBuffer::new(1 << 20, Arc::new(Counters::default()));
+        buffer.push_all([conn(1), conn(2), conn(3), conn(4)]);
+        // One observation per report.
+        let settings = ReportSettings {
+            node: "n1".into(),
+            interval: Duration::from_secs(3600),
+            max_body_bytes: envelope_bytes("n1") + 1,
+        };
+        let mut transports = transports;
+        paused_runtime().block_on(async {
+            let started = Instant::now();
+            flush(&mut transports, &buffer, &settings)
+                .await
+                .expect("delivered");
+            // Three at once, then the fourth: two rounds, not four answers in a row.
+            assert_eq!(started.elapsed(), 2 * delay);
+        });
+        let log = log.lock().expect("log");
+        assert_eq!(log.delivered.len(), 4);
+        assert!(buffer.is_empty());
     }
 }
