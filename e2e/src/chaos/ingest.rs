@@ -177,8 +177,9 @@ async fn ingest_limits_in(setup: &Setup) -> Outcome {
 }
 
 /// Reports without a token, with garbage, a forged token (claims edited, signature kept), a
-/// wrong audience, another ServiceAccount's token, and a token whose bound Secret was deleted
-/// (revoked): rejected, counted, nothing recorded. The real sniffer token still works.
+/// wrong audience, another ServiceAccount's token, a token whose bound Secret was deleted
+/// (revoked) and an expired one: rejected, counted, nothing recorded. The real sniffer token
+/// still works, and so does a token minted like the expired one but still valid.
 pub async fn forged_reports() -> Outcome {
     let setup = step("start", Setup::new("forged", &[]).await)?;
     let outcome = forged_reports_in(&setup).await;
@@ -203,13 +204,19 @@ async fn forged_reports_in(setup: &Setup) -> Outcome {
     )?;
     let revoked = step("token", secret_bound_token(setup).await)?;
     let forged = forge(&setup.token, "sniffer", "intruder")?;
+    let now = super::tokens::now_seconds();
+    // Expired an hour ago: past the API server's leeway.
+    let expired =
+        super::tokens::mint(&setup.client, ns, "sniffer", "trafficmap", now - 3600).await?;
+    let minted = super::tokens::mint(&setup.client, ns, "sniffer", "trafficmap", now + 600).await?;
 
-    let cases: [(&str, Option<&str>, u16); 6] = [
+    let cases: [(&str, Option<&str>, u16); 7] = [
         ("no token", None, 401),
         ("garbage", Some("not-a-token"), 401),
         ("forged claims", Some(&forged), 401),
         ("wrong audience", Some(&wrong_audience), 401),
         ("revoked (bound Secret deleted)", Some(&revoked), 401),
+        ("expired an hour ago", Some(&expired), 401),
         ("another ServiceAccount", Some(&other), 403),
     ];
     for (what, token, want) in cases {
@@ -227,7 +234,7 @@ async fn forged_reports_in(setup: &Setup) -> Outcome {
     })?;
     for (reason, want) in [
         ("missing_token", 1.0),
-        ("not_authenticated", 4.0),
+        ("not_authenticated", 5.0),
         ("wrong_identity", 1.0),
     ] {
         let series = format!("trafficmap_operator_reports_rejected_total{{reason=\"{reason}\"}}");
@@ -239,6 +246,12 @@ async fn forged_reports_in(setup: &Setup) -> Outcome {
     let body = step("body", report(vec![connection(client_ip, cluster_ip, 80)]))?;
     let ok = step("post", setup.post(Some(&setup.token), body).await)?;
     ensure(ok == 202, || format!("the sniffer's own token got {ok}"))?;
+    // The same minting with a future expiry is accepted: the expired one failed on its expiry.
+    let body = step("body", report(vec![connection(client_ip, cluster_ip, 80)]))?;
+    let ok = step("post", setup.post(Some(&minted), body).await)?;
+    ensure(ok == 202, || {
+        format!("a minted token that has not expired got {ok}")
+    })?;
     step(
         "targets",
         setup.wait_for_targets("client", &["server"]).await,

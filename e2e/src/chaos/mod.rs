@@ -9,6 +9,7 @@ pub mod harness;
 pub mod ingest;
 pub mod logs;
 pub mod sniffer;
+pub mod tokens;
 pub mod writes;
 
 use std::future::Future;
