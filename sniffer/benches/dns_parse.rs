@@ -1,6 +1,9 @@
 //! `dns_parse`: one typical A response, from the captured Ethernet frame to the observation the
 //! sniffer emits (frame -> DNS answer -> aggregated `Observation`), as the capture and output
 //! threads do it. Run with `cargo bench -p trafficmap-sniffer --bench dns_parse`.
+//!
+//! Baseline `simple_dns_parse`: `simple_dns::Packet::parse` of the same DNS messages alone, the
+//! part of the path the library does.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -71,5 +74,21 @@ fn dns_parse(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, dns_parse);
+/// The DNS message inside a fixture frame (after Ethernet, IPv4 and UDP headers).
+const DNS_MESSAGE_OFFSET: usize = DNS_ID_OFFSET;
+
+fn simple_dns_parse(c: &mut Criterion) {
+    let frames = frames();
+    let mut next = 0usize;
+    c.bench_function("simple_dns_parse", |b| {
+        b.iter(|| {
+            let message = &frames[next % DISTINCT_FRAMES][DNS_MESSAGE_OFFSET..];
+            next += 1;
+            let packet = simple_dns::Packet::parse(black_box(message)).expect("fixture parses");
+            black_box(packet.answers.len())
+        })
+    });
+}
+
+criterion_group!(benches, dns_parse, simple_dns_parse);
 criterion_main!(benches);

@@ -64,8 +64,8 @@ struct Seen {
 /// What has been observed so far.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    dns: HashMap<DnsKey, DnsEntry>,
-    connections: HashMap<ConnectionKey, Seen>,
+    dns: foldhash::HashMap<DnsKey, DnsEntry>,
+    connections: foldhash::HashMap<ConnectionKey, Seen>,
     pod_ips: HashMap<IpAddr, String>,
     pod_links: HashMap<i32, PodLink>,
     refresh_ms: Option<u64>,

@@ -5,14 +5,14 @@ use std::path::PathBuf;
 
 use super::{BenchError, Figure, Result, io_context};
 
-/// Where criterion writes the estimates of the `dns_parse` bench.
-pub fn estimates_path() -> PathBuf {
-    crate::cluster::repo_root().join("target/criterion/dns_parse/new/estimates.json")
+/// Where criterion writes the estimates of one function of the `dns_parse` bench.
+pub fn estimates_path(function: &str) -> PathBuf {
+    crate::cluster::repo_root().join(format!("target/criterion/{function}/new/estimates.json"))
 }
 
-/// The figure: criterion's median time per iteration, ns.
-pub fn dns_parse_figure() -> Result<Figure> {
-    let path = estimates_path();
+/// Criterion's median and mean time per iteration of `function`, ns.
+fn estimates(function: &str) -> Result<(f64, f64)> {
+    let path = estimates_path(function);
     let text = std::fs::read_to_string(&path).map_err(io_context(format!(
         "{} (run `cargo bench -p trafficmap-sniffer --bench dns_parse` first)",
         path.display()
@@ -25,7 +25,17 @@ pub fn dns_parse_figure() -> Result<Figure> {
     let mean = estimates["mean"]["point_estimate"]
         .as_f64()
         .unwrap_or(median);
-    Ok(Figure::new("dns_parse", median.round(), "ns").with_note(format!(
-        "criterion median (mean {mean:.0} ns): Ethernet frame of one A response -> DnsDecoder -> Aggregator -> Observation"
-    )))
+    Ok((median, mean))
+}
+
+/// The figure: criterion's median time per iteration, ns, next to `simple_dns::Packet::parse`
+/// of the same message alone (ratio: ours / the library's part).
+pub fn dns_parse_figure() -> Result<Figure> {
+    let (median, mean) = estimates("dns_parse")?;
+    let (library, _) = estimates("simple_dns_parse")?;
+    Ok(Figure::new("dns_parse", median.round(), "ns")
+        .with_baseline("simple_dns_parse", library.round(), median / library)
+        .with_note(format!(
+            "criterion median (mean {mean:.0} ns): Ethernet frame of one A response -> DnsDecoder -> Aggregator -> Observation; baseline: simple_dns::Packet::parse of the message alone"
+        )))
 }

@@ -7,10 +7,11 @@
 //! would lose it. Instead a copy is recognised by what NAT leaves alone: the client address and
 //! port, the transport, and the DNS message bytes, within [`COPY_WINDOW_MS`].
 
-use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
+
+use foldhash::HashMap;
+use foldhash::fast::RandomState;
 
 use super::{DnsSegment, Transport};
 
@@ -31,6 +32,9 @@ struct ResponseKey {
 #[derive(Debug, Default)]
 pub struct CopyFilter {
     seen_ms: HashMap<ResponseKey, (u64, u64)>,
+    /// Digests the messages, with a seed of this process: a response cannot be crafted to
+    /// pass for a copy of another.
+    digest: RandomState,
     next_id: u64,
 }
 
@@ -53,12 +57,10 @@ impl CopyFilter {
     /// Like [`CopyFilter::is_copy`], naming the response so that its copies can be matched
     /// with it.
     pub fn sighting(&mut self, segment: &DnsSegment<'_>, message: &[u8], now_ms: u64) -> Sighting {
-        let mut hasher = DefaultHasher::new();
-        message.hash(&mut hasher);
         let key = ResponseKey {
             client: segment.client,
             transport: segment.transport,
-            message_digest: hasher.finish(),
+            message_digest: self.digest.hash_one(message),
         };
         if let Some((first_ms, id)) = self.seen_ms.get(&key)
             && now_ms.saturating_sub(*first_ms) < COPY_WINDOW_MS

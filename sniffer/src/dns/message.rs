@@ -71,25 +71,17 @@ pub fn parse_response(message: &[u8]) -> Result<ResponseOutcome, DnsParseError> 
         .and_then(|n| validate_dns_name(&n).map(|()| n))
         .map_err(DnsParseError::InvalidName)?;
 
-    let owners: Vec<Option<String>> = packet
-        .answers
-        .iter()
-        .map(|rr| name_text(&rr.name).ok())
-        .collect();
-    let chain = cname_chain(&name, &packet, &owners);
+    let chain = cname_chain(&question.qname, &packet);
 
     let mut ips = Vec::new();
     let mut ttl_seconds = u32::MAX;
-    for (rr, owner) in packet.answers.iter().zip(&owners) {
+    for rr in &packet.answers {
         let ip = match &rr.rdata {
             RData::A(a) => IpAddr::V4(Ipv4Addr::from(a.address)),
             RData::AAAA(aaaa) => IpAddr::V6(Ipv6Addr::from(aaaa.address)),
             _ => continue,
         };
-        let Some(link) = owner
-            .as_ref()
-            .and_then(|o| chain.iter().find(|l| &l.name == o))
-        else {
+        let Some(link) = chain.iter().find(|link| same_name(link.name, &rr.name)) else {
             continue; // an address for a name the question does not lead to
         };
         ips.push(ip);
@@ -131,31 +123,30 @@ fn check_counts(
 
 /// A name on the way from the question to the addresses, with the smallest CNAME TTL so far.
 #[derive(Debug)]
-struct ChainLink {
-    name: String,
+struct ChainLink<'a> {
+    name: &'a Name<'a>,
     ttl_seconds: u32,
 }
 
-/// The question name and every CNAME target reached from it, in order, without loops.
-fn cname_chain(question: &str, packet: &Packet<'_>, owners: &[Option<String>]) -> Vec<ChainLink> {
+/// The question name and every CNAME target reached from it, in order, without loops. Names
+/// are compared on the wire labels, without building text: this runs for every response.
+fn cname_chain<'a>(question: &'a Name<'a>, packet: &'a Packet<'a>) -> Vec<ChainLink<'a>> {
     let mut chain = vec![ChainLink {
-        name: question.to_owned(),
+        name: question,
         ttl_seconds: u32::MAX,
     }];
     while chain.len() <= MAX_CNAME_HOPS {
         let Some(last) = chain.last() else { break };
-        let next = packet
-            .answers
-            .iter()
-            .zip(owners)
-            .find_map(|(rr, owner)| match &rr.rdata {
-                RData::CNAME(target) if owner.as_deref() == Some(last.name.as_str()) => {
-                    Some((name_text(&target.0).ok()?, rr.ttl))
-                }
-                _ => None,
-            });
+        let next = packet.answers.iter().find_map(|rr| match &rr.rdata {
+            RData::CNAME(target)
+                if same_name(last.name, &rr.name) && same_name(&target.0, &target.0) =>
+            {
+                Some((&target.0, rr.ttl))
+            }
+            _ => None,
+        });
         let Some((target, ttl)) = next else { break };
-        if chain.iter().any(|link| link.name == target) {
+        if chain.iter().any(|link| same_name(link.name, target)) {
             break; // CNAME loop
         }
         let ttl_seconds = last.ttl_seconds.min(ttl);
@@ -167,16 +158,31 @@ fn cname_chain(question: &str, packet: &Packet<'_>, owners: &[Option<String>]) -
     chain
 }
 
+/// Whether two wire names are the same name as [`name_text`] reads them: label by label,
+/// ASCII case ignored, and only names whose labels all hold `[A-Za-z0-9_-]` (so
+/// `same_name(n, n)` tells whether `n` is a name we read at all).
+fn same_name(a: &Name<'_>, b: &Name<'_>) -> bool {
+    let (a, b) = (a.get_labels(), b.get_labels());
+    a.len() == b.len()
+        && !a.is_empty()
+        && a.iter().zip(b).all(|(x, y)| {
+            let (x, y): (&[u8], &[u8]) = (x.as_ref(), y.as_ref());
+            x.eq_ignore_ascii_case(y) && x.iter().copied().all(label_byte)
+        })
+}
+
+/// A byte a label may hold in a name we report.
+fn label_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
 /// A wire name as lowercase text without the final dot. Labels holding dots or bytes outside
 /// `[A-Za-z0-9_-]` are refused, so two different wire names never give the same text.
 fn name_text(name: &Name<'_>) -> Result<String, String> {
     let mut text = String::new();
     for label in name.get_labels() {
         let bytes: &[u8] = label.as_ref();
-        if !bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-        {
+        if !bytes.iter().copied().all(label_byte) {
             return Err("DNS label holds characters outside [A-Za-z0-9_-]".into());
         }
         if !text.is_empty() {
