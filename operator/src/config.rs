@@ -92,6 +92,10 @@ pub struct Args {
     /// How often changed ObservedTraffic statuses are written (at most once per object).
     #[arg(long, env = "TRAFFICMAP_FLUSH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,
+    /// Most clients whose ObservedTraffic (and draft) are written at once; each write is one to
+    /// three API requests in a row, so this bounds the requests in flight.
+    #[arg(long, env = "TRAFFICMAP_WRITE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub write_concurrency: u16,
     /// Whether draft ClientIntents are written.
     #[arg(long, env = "TRAFFICMAP_EMIT_CLIENT_INTENTS", default_value_t = true, action = ArgAction::Set)]
     pub emit_client_intents: bool,
@@ -169,6 +173,7 @@ mod tests {
         assert_eq!(args.flush_interval, Duration::from_secs(5));
         assert!(args.emit_client_intents);
         assert!(!args.leader_elect);
+        assert_eq!(args.write_concurrency, 16);
         assert_eq!(
             args.sniffer_account(),
             ("trafficmap".into(), "trafficmap-sniffer".into())
@@ -177,6 +182,13 @@ mod tests {
             args.certificate_names()
                 .contains(&"trafficmap-operator.trafficmap.svc".to_string())
         );
+    }
+
+    #[test]
+    fn writes_need_at_least_one_at_a_time() {
+        assert!(Args::try_parse_from(["trafficmap-operator", "--write-concurrency", "0"]).is_err());
+        let args = Args::parse_from(["trafficmap-operator", "--write-concurrency", "1"]);
+        assert_eq!(args.write_concurrency, 1);
     }
 
     #[test]

@@ -152,6 +152,7 @@ async fn run(args: Args) -> Result<(), String> {
         client.clone(),
         WriterConfig {
             emit_client_intents: args.emit_client_intents,
+            concurrency: usize::from(args.write_concurrency),
         },
         metrics.clone(),
         ledger,

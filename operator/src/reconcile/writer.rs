@@ -1,13 +1,15 @@
 //! Applies status snapshots from the engine: the ObservedTraffic object (created once per
-//! client), the draft ClientIntents when due, then the status with its condition. Failed writes
-//! stay queued with their latest snapshot and are retried with backoff; nothing is lost while the
-//! API server is away. Each written status is entered in the [`Ledger`], which acknowledges the
-//! reports that waited for it.
+//! client), the draft ClientIntents when due, then the status with its condition, for up to
+//! [`WriterConfig::concurrency`] clients at once. Failed writes stay queued with their latest
+//! snapshot and are retried with backoff; nothing is lost while the API server is away. Each
+//! written status is entered in the [`Ledger`], which acknowledges the reports that waited for
+//! it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -34,6 +36,8 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 pub struct WriterConfig {
     /// Whether draft ClientIntents are written.
     pub emit_client_intents: bool,
+    /// Most clients written at once (each write is one to three API requests in a row).
+    pub concurrency: usize,
 }
 
 /// The writer; see the module docs.
@@ -166,50 +170,137 @@ impl Writer {
         }
     }
 
-    /// Writes every queued snapshot; returns how many failed (they stay queued).
+    /// Writes every queued snapshot, up to [`WriterConfig::concurrency`] clients at once;
+    /// returns how many failed (they stay queued).
     async fn write_queue(&mut self) -> usize {
-        let queued: Vec<(WorkloadRef, (ObservedTrafficStatus, u64))> =
-            std::mem::take(&mut self.queue).into_iter().collect();
+        let queued = std::mem::take(&mut self.queue);
+        let crd_present = self.crd.map(|(present, _)| present) == Some(true);
+        let jobs: Vec<Job> = queued
+            .into_iter()
+            .map(|(client, (status, generation))| Job {
+                uid: self.uids.get(&client).cloned(),
+                draft: self.drafts.get(&client).cloned(),
+                condition: self.conditions.get(&client).cloned(),
+                client,
+                status,
+                generation,
+            })
+            .collect();
+        let context = Context {
+            client: &self.client,
+            metrics: &self.metrics,
+            emit_client_intents: self.config.emit_client_intents,
+            crd_present,
+        };
+        let mut done = futures::stream::iter(jobs)
+            .map(|job| context.write(job))
+            .buffer_unordered(self.config.concurrency.max(1));
         let mut failed = 0;
-        for (client, (status, generation)) in queued {
-            match self.write_one(&client, status.clone()).await {
-                Ok(()) => self.ledger.written(&client, generation),
+        while let Some(done) = done.next().await {
+            let Done { job, uid, outcome } = done;
+            match uid {
+                Some(uid) => self.uids.insert(job.client.clone(), uid),
+                None => self.uids.remove(&job.client),
+            };
+            match outcome {
+                Ok(written) => {
+                    match written.draft {
+                        Some(spec) => self.drafts.insert(job.client.clone(), spec),
+                        None => self.drafts.remove(&job.client),
+                    };
+                    self.conditions
+                        .insert(job.client.clone(), written.condition);
+                    self.ledger.written(&job.client, job.generation);
+                }
                 Err(err) => {
-                    tracing::warn!(client = %client.name, namespace = %client.namespace, %err, "write failed");
+                    tracing::warn!(client = %job.client.name, namespace = %job.client.namespace, %err, "write failed");
                     failed += 1;
-                    self.queue.entry(client).or_insert((status, generation));
+                    self.queue
+                        .entry(job.client)
+                        .or_insert((job.status, job.generation));
                 }
             }
         }
         failed
     }
+}
 
-    async fn write_one(
-        &mut self,
-        client: &WorkloadRef,
-        mut status: ObservedTrafficStatus,
-    ) -> Result<(), kube::Error> {
+/// One client's write, with what the writer remembered of it when the write started.
+struct Job {
+    client: WorkloadRef,
+    status: ObservedTrafficStatus,
+    generation: u64,
+    /// UID of the ObservedTraffic object, when known to exist.
+    uid: Option<String>,
+    /// Draft spec last applied.
+    draft: Option<ClientIntentsSpec>,
+    /// Condition last written.
+    condition: Option<Condition>,
+}
+
+/// A finished [`Job`]: the UID now known (none when the object is gone or was never created),
+/// and what was written.
+struct Done {
+    job: Job,
+    uid: Option<String>,
+    outcome: Result<Written, kube::Error>,
+}
+
+/// What a successful write leaves to remember.
+struct Written {
+    /// The draft spec now applied (none: no draft of ours is kept for this client).
+    draft: Option<ClientIntentsSpec>,
+    condition: Condition,
+}
+
+/// What every write shares; writes run at once against it.
+struct Context<'a> {
+    client: &'a Client,
+    metrics: &'a Metrics,
+    emit_client_intents: bool,
+    crd_present: bool,
+}
+
+impl Context<'_> {
+    async fn write(&self, job: Job) -> Done {
+        let mut uid = job.uid.clone();
+        let outcome = self.write_status(&job, &mut uid).await;
+        Done { job, uid, outcome }
+    }
+
+    /// Creates the ObservedTraffic object when `uid` is unknown, settles the draft, then
+    /// applies the status. `uid` is left as what is known afterwards.
+    async fn write_status(
+        &self,
+        job: &Job,
+        uid: &mut Option<String>,
+    ) -> Result<Written, kube::Error> {
+        let client = &job.client;
         let api = Api::<ObservedTraffic>::all(self.client.clone());
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let mut object = ObservedTraffic::for_client(client.clone());
         let name = object.metadata.name.clone().unwrap_or_default();
-        let uid = match self.uids.get(client) {
-            Some(uid) => uid.clone(),
+        let known = match uid {
+            Some(known) => known.clone(),
             None => {
                 let applied = api.patch(&name, &params, &Patch::Apply(&object)).await;
                 self.metrics.api_write("observedtraffic", applied.is_ok());
-                let uid = applied?.metadata.uid.unwrap_or_default();
-                self.uids.insert(client.clone(), uid.clone());
-                uid
+                let created = applied?.metadata.uid.unwrap_or_default();
+                *uid = Some(created.clone());
+                created
             }
         };
-        object.metadata.uid = Some(uid);
+        object.metadata.uid = Some(known);
+        let mut status = job.status.clone();
         object.status = Some(status.clone());
 
-        let (ok, reason, message, uncovered) = self.settle_intents(client, &object).await?;
+        let (settled, draft) = self
+            .settle_intents(client, &object, job.draft.as_ref())
+            .await?;
+        let (ok, reason, message, uncovered) = settled;
         status.uncovered_targets = uncovered;
         let now = Time(Timestamp::now());
-        let cond = condition(ok, reason, message, self.conditions.get(client), now);
+        let cond = condition(ok, reason, message, job.condition.as_ref(), now);
         status.conditions = vec![cond.clone()];
         object.status = Some(status);
         object.metadata.uid = None;
@@ -221,35 +312,41 @@ impl Writer {
         if let Err(kube::Error::Api(s)) = &written
             && s.code == 404
         {
-            self.uids.remove(client);
+            *uid = None;
         }
         written?;
         tracing::debug!(client = %client.name, namespace = %client.namespace, "status written");
-        self.conditions.insert(client.clone(), cond);
-        Ok(())
+        Ok(Written {
+            draft,
+            condition: cond,
+        })
     }
 
-    /// Writes the draft if due and returns the condition and uncovered targets for the status.
+    /// Writes the draft if due; returns the condition and uncovered targets for the status,
+    /// and the draft spec applied now (`applied`, the one applied before, when unchanged).
     async fn settle_intents(
-        &mut self,
+        &self,
         client: &WorkloadRef,
         object: &ObservedTraffic,
-    ) -> Result<(bool, &'static str, String, Vec<String>), kube::Error> {
-        if !self.config.emit_client_intents {
-            return Ok((
+        applied: Option<&ClientIntentsSpec>,
+    ) -> Result<(Settled, Option<ClientIntentsSpec>), kube::Error> {
+        if !self.emit_client_intents {
+            let settled = (
                 false,
                 "Disabled",
                 "draft ClientIntents are turned off (--emit-client-intents=false)".into(),
                 Vec::new(),
-            ));
+            );
+            return Ok((settled, None));
         }
-        if self.crd.map(|(p, _)| p) != Some(true) {
-            return Ok((
+        if !self.crd_present {
+            let settled = (
                 false,
                 "CRDNotInstalled",
                 "the ClientIntents CRD (k8s.otterize.com/v2beta1) is not installed; drafts are skipped".into(),
                 Vec::new(),
-            ));
+            );
+            return Ok((settled, None));
         }
         let name = trafficmap_api::naming::client_intents_name(&client.name);
         let api = Api::<ClientIntents>::namespaced(self.client.clone(), &client.namespace);
@@ -259,12 +356,9 @@ impl Writer {
                 reason,
                 message,
                 uncovered,
-            } => {
-                self.drafts.remove(client);
-                Ok((false, reason, message, uncovered))
-            }
+            } => Ok(((false, reason, message, uncovered), None)),
             IntentsDecision::Apply(draft) => {
-                let unchanged = existing.is_some() && self.drafts.get(client) == Some(&draft.spec);
+                let unchanged = existing.is_some() && applied == Some(&draft.spec);
                 if !unchanged {
                     let applied = api
                         .patch(
@@ -275,15 +369,19 @@ impl Writer {
                         .await;
                     self.metrics.api_write("clientintents", applied.is_ok());
                     applied?;
-                    self.drafts.insert(client.clone(), draft.spec.clone());
                 }
-                Ok((
+                let settled = (
                     true,
                     "Emitted",
                     format!("draft ClientIntents {name} is up to date"),
                     Vec::new(),
-                ))
+                );
+                Ok((settled, Some(draft.spec)))
             }
         }
     }
 }
+
+/// Whether the draft is in place, the condition's reason and message, and the observed
+/// targets that someone else's intents do not cover.
+type Settled = (bool, &'static str, String, Vec<String>);
