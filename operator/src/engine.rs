@@ -116,6 +116,9 @@ pub struct StatusWrite {
     pub status: ObservedTrafficStatus,
     /// Its generation: the writer tells the [`Ledger`] when it is written.
     pub generation: u64,
+    /// It carries something new (first status, a new target, port or name), not only moved
+    /// `lastSeen` times: the writer writes these first.
+    pub urgent: bool,
 }
 
 /// An observation waiting for the watches, with its report's hold.
@@ -379,14 +382,15 @@ impl Engine {
     pub fn due_writes(&mut self, now: TimeMs) -> Vec<StatusWrite> {
         let mut due = Vec::new();
         for (client, edges) in self.map.clients() {
-            let write = match self.handed.get(client) {
-                None => true,
+            let (write, urgent) = match self.handed.get(client) {
+                None => (true, true),
                 Some(handed) => match edges.change_since(&handed.edges) {
-                    Change::Unchanged => false,
-                    Change::LastSeenOnly => {
-                        now.saturating_sub(handed.at_ms) >= self.config.last_seen_refresh_ms
-                    }
-                    Change::Material => true,
+                    Change::Unchanged => (false, false),
+                    Change::LastSeenOnly => (
+                        now.saturating_sub(handed.at_ms) >= self.config.last_seen_refresh_ms,
+                        false,
+                    ),
+                    Change::Material => (true, true),
                 },
             };
             if write {
@@ -394,6 +398,7 @@ impl Engine {
                     client: client.clone(),
                     status: edges.to_status(),
                     generation: 0,
+                    urgent,
                 });
             }
         }

@@ -55,8 +55,10 @@ pub struct Metrics {
     pub edges: Gauge,
     /// Writes to the API server.
     pub api_writes: Family<WriteLabel, Counter>,
-    /// Seconds from a flush being scheduled to its objects being written.
+    /// Seconds from a status being handed to the writer to its being written.
     pub reconcile_seconds: Histogram,
+    /// Statuses waiting for the writer or being written.
+    pub writes_waiting: Gauge,
     /// Seconds a report request waited for its changes to be written.
     pub ack_wait_seconds: Histogram,
     /// 1 while this replica is the leader.
@@ -84,7 +86,10 @@ impl Metrics {
             clients: Gauge::default(),
             edges: Gauge::default(),
             api_writes: Family::default(),
-            reconcile_seconds: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            writes_waiting: Gauge::default(),
+            reconcile_seconds: Histogram::new([
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ]),
             ack_wait_seconds: Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0]),
             leader: Gauge::default(),
             dns_answers: Gauge::default(),
@@ -140,8 +145,13 @@ impl Metrics {
         );
         registry.register(
             "reconcile_seconds",
-            "Flush to written, in seconds",
+            "Handed to the writer to written, in seconds",
             metrics.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "writes_waiting",
+            "Statuses waiting for the writer or being written",
+            metrics.writes_waiting.clone(),
         );
         registry.register(
             "report_ack_wait_seconds",

@@ -249,3 +249,23 @@ async fn a_report_larger_than_the_pending_queue_is_still_acknowledged() {
     }
     assert_eq!(settled(receipt).await, Some(Outcome::Written));
 }
+
+#[tokio::test]
+async fn only_news_is_urgent_for_the_writer() {
+    let mut engine = engine();
+    let (first, _) = report(8080, T0);
+    engine.ingest(first, T0 + SETTLED);
+    let due = engine.due_writes(T0);
+    assert!(due[0].urgent, "a client's first status");
+    let (new_port, _) = report(9090, T0 + 100);
+    engine.ingest(new_port, T0 + 100 + SETTLED);
+    let due = engine.due_writes(T0 + 5_000);
+    assert!(due[0].urgent, "a new port");
+    let refresh = EngineConfig::default().last_seen_refresh_ms;
+    let later = T0 + 5_000 + refresh;
+    let (seen_again, _) = report(9090, later);
+    engine.ingest(seen_again, later + SETTLED);
+    let due = engine.due_writes(later);
+    assert_eq!(due.len(), 1, "lastSeen moved and the refresh is due");
+    assert!(!due[0].urgent, "only lastSeen moved");
+}

@@ -1,15 +1,17 @@
 //! Applies status snapshots from the engine: the ObservedTraffic object (created once per
-//! client), the draft ClientIntents when due, then the status with its condition, for up to
-//! [`WriterConfig::concurrency`] clients at once. Failed writes stay queued with their latest
-//! snapshot and are retried with backoff; nothing is lost while the API server is away. Each
-//! written status is entered in the [`Ledger`], which acknowledges the reports that waited for
-//! it.
+//! client), the draft ClientIntents when due, then the status with its condition. Up to
+//! [`WriterConfig::concurrency`] clients are written at once, taken from a [`WriteQueue`]:
+//! statuses with something new first, moved `lastSeen` times after, oldest first. A failed
+//! write goes back to the front of the queue and writing pauses with backoff; nothing is lost
+//! while the API server is away. Each written status is entered in the [`Ledger`], which
+//! acknowledges the reports that waited for it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -21,6 +23,7 @@ use trafficmap_api::observed::ObservedTrafficStatus;
 use trafficmap_api::{ClientIntents, FIELD_MANAGER, ObservedTraffic, WorkloadRef};
 
 use super::intents::{IntentsDecision, condition, decide};
+use super::queue::{Queued, WriteQueue};
 use crate::durable::Ledger;
 use crate::engine::StatusWrite;
 use crate::metrics::Metrics;
@@ -46,8 +49,8 @@ pub struct Writer {
     config: WriterConfig,
     metrics: Arc<Metrics>,
     ledger: Arc<Ledger>,
-    /// Snapshots not yet written, with their generation.
-    queue: BTreeMap<WorkloadRef, (ObservedTrafficStatus, u64)>,
+    /// Snapshots not yet written.
+    queue: WriteQueue,
     /// Latest snapshot of every client, to re-decide drafts when the CRD appears.
     latest: HashMap<WorkloadRef, (ObservedTrafficStatus, u64)>,
     /// UIDs of ObservedTraffic objects known to exist.
@@ -56,6 +59,8 @@ pub struct Writer {
     drafts: HashMap<WorkloadRef, ClientIntentsSpec>,
     /// Conditions last written.
     conditions: HashMap<WorkloadRef, Condition>,
+    /// Refusals in a row, per client.
+    failures: HashMap<WorkloadRef, u32>,
     crd: Option<(bool, Instant)>,
 }
 
@@ -72,11 +77,12 @@ impl Writer {
             config,
             metrics,
             ledger,
-            queue: BTreeMap::new(),
+            queue: WriteQueue::default(),
             latest: HashMap::new(),
             uids: HashMap::new(),
             drafts: HashMap::new(),
             conditions: HashMap::new(),
+            failures: HashMap::new(),
             crd: None,
         }
     }
@@ -88,49 +94,128 @@ impl Writer {
         mut rx: mpsc::UnboundedReceiver<Vec<StatusWrite>>,
         shutdown: CancellationToken,
     ) {
+        let context = Arc::new(Context {
+            client: self.client.clone(),
+            metrics: self.metrics.clone(),
+            emit_client_intents: self.config.emit_client_intents,
+        });
+        let mut writes = FuturesUnordered::new();
         let mut backoff = RETRY_MIN;
+        let mut paused_until: Option<tokio::time::Instant> = None;
         let mut closed = false;
         loop {
-            if self.queue.is_empty() {
-                if closed {
-                    return;
-                }
-                match rx.recv().await {
-                    Some(batch) => self.enqueue(batch),
-                    None => return,
+            if paused_until.is_some_and(|until| until <= tokio::time::Instant::now()) {
+                paused_until = None;
+            }
+            if paused_until.is_none() && !self.queue.is_empty() {
+                self.refresh_crd_presence().await;
+                while writes.len() < self.config.concurrency.max(1) {
+                    let Some((client, queued)) = self.queue.next(Instant::now()) else {
+                        break;
+                    };
+                    let job = self.job(client, queued);
+                    writes.push(Arc::clone(&context).write(job));
                 }
             }
-            while let Ok(batch) = rx.try_recv() {
-                self.enqueue(batch);
-            }
-            self.refresh_crd_presence().await;
-            let started = Instant::now();
-            let failed = self.write_queue().await;
             self.metrics
-                .reconcile_seconds
-                .observe(started.elapsed().as_secs_f64());
-            if failed == 0 {
-                backoff = RETRY_MIN;
-                continue;
+                .writes_waiting
+                .set(i64::try_from(self.queue.len() + writes.len()).unwrap_or(i64::MAX));
+            if closed && writes.is_empty() && (self.queue.is_empty() || shutdown.is_cancelled()) {
+                return;
             }
-            tracing::warn!(failed, retry_in = ?backoff, "writes failed; will retry");
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
                 batch = rx.recv(), if !closed => match batch {
                     Some(batch) => self.enqueue(batch),
                     None => closed = true,
                 },
-                () = shutdown.cancelled(), if closed => return,
+                Some(done) = writes.next(), if !writes.is_empty() => {
+                    if self.finish(done) {
+                        backoff = RETRY_MIN;
+                    } else if paused_until.is_none() {
+                        tracing::warn!(retry_in = ?backoff, waiting = self.queue.len(), "the API server failed a write; pausing writes");
+                        paused_until = Some(tokio::time::Instant::now() + backoff);
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
+                }
+                () = sleep_until(paused_until), if paused_until.is_some() => {}
+                () = sleep_until(self.queue.next_retry().map(tokio::time::Instant::from_std)),
+                    if paused_until.is_none() && self.queue.next_retry().is_some() => {}
+                // Shutting down: give up on writes that wait for a retry, not on those under way.
+                () = shutdown.cancelled(), if closed && (paused_until.is_some() || writes.is_empty()) => return,
             }
-            backoff = (backoff * 2).min(RETRY_MAX);
         }
     }
 
     fn enqueue(&mut self, batch: Vec<StatusWrite>) {
+        let now = Instant::now();
         for write in batch {
-            let snapshot = (write.status, write.generation);
-            self.latest.insert(write.client.clone(), snapshot.clone());
-            self.queue.insert(write.client, snapshot);
+            self.latest.insert(
+                write.client.clone(),
+                (write.status.clone(), write.generation),
+            );
+            self.queue.push(
+                write.client,
+                Queued {
+                    status: write.status,
+                    generation: write.generation,
+                    urgent: write.urgent,
+                    since: now,
+                },
+            );
+        }
+    }
+
+    /// A write of `client`, with what the writer remembers of it.
+    fn job(&self, client: WorkloadRef, queued: Queued) -> Job {
+        Job {
+            uid: self.uids.get(&client).cloned(),
+            draft: self.drafts.get(&client).cloned(),
+            condition: self.conditions.get(&client).cloned(),
+            crd_present: self.crd.map(|(present, _)| present) == Some(true),
+            client,
+            queued,
+        }
+    }
+
+    /// Keeps what a finished write learned. Returns false when the API server failed it (not
+    /// the object): writing then pauses. A write refused for its object alone is retried by
+    /// itself after a backoff of its own.
+    fn finish(&mut self, done: Done) -> bool {
+        let Done { job, uid, outcome } = done;
+        match uid {
+            Some(uid) => self.uids.insert(job.client.clone(), uid),
+            None => self.uids.remove(&job.client),
+        };
+        match outcome {
+            Ok(written) => {
+                match written.draft {
+                    Some(spec) => self.drafts.insert(job.client.clone(), spec),
+                    None => self.drafts.remove(&job.client),
+                };
+                self.conditions
+                    .insert(job.client.clone(), written.condition);
+                self.failures.remove(&job.client);
+                self.ledger.written(&job.client, job.queued.generation);
+                self.metrics
+                    .reconcile_seconds
+                    .observe(job.queued.since.elapsed().as_secs_f64());
+                self.queue.done(&job.client);
+                true
+            }
+            Err(err) if refused_for_the_object(&err) => {
+                let failures = self.failures.entry(job.client.clone()).or_insert(0);
+                *failures = failures.saturating_add(1);
+                let delay = (RETRY_MIN * 2u32.saturating_pow(*failures - 1)).min(RETRY_MAX);
+                tracing::warn!(client = %job.client.name, namespace = %job.client.namespace, %err, retry_in = ?delay, "write refused");
+                let at = Instant::now() + delay;
+                self.queue.retry(&job.client, job.queued, Some(at));
+                true
+            }
+            Err(err) => {
+                tracing::warn!(client = %job.client.name, namespace = %job.client.namespace, %err, "write failed");
+                self.queue.retry(&job.client, job.queued, None);
+                false
+            }
         }
     }
 
@@ -163,79 +248,33 @@ impl Writer {
         if was != Some(present) {
             tracing::info!(present, "ClientIntents CRD presence");
             if present {
-                for (client, snapshot) in &self.latest {
-                    self.queue.insert(client.clone(), snapshot.clone());
-                }
-            }
-        }
-    }
-
-    /// Writes every queued snapshot, up to [`WriterConfig::concurrency`] clients at once;
-    /// returns how many failed (they stay queued).
-    async fn write_queue(&mut self) -> usize {
-        let queued = std::mem::take(&mut self.queue);
-        let crd_present = self.crd.map(|(present, _)| present) == Some(true);
-        let jobs: Vec<Job> = queued
-            .into_iter()
-            .map(|(client, (status, generation))| Job {
-                uid: self.uids.get(&client).cloned(),
-                draft: self.drafts.get(&client).cloned(),
-                condition: self.conditions.get(&client).cloned(),
-                client,
-                status,
-                generation,
-            })
-            .collect();
-        let context = Context {
-            client: &self.client,
-            metrics: &self.metrics,
-            emit_client_intents: self.config.emit_client_intents,
-            crd_present,
-        };
-        let mut done = futures::stream::iter(jobs)
-            .map(|job| context.write(job))
-            .buffer_unordered(self.config.concurrency.max(1));
-        let mut failed = 0;
-        while let Some(done) = done.next().await {
-            let Done { job, uid, outcome } = done;
-            match uid {
-                Some(uid) => self.uids.insert(job.client.clone(), uid),
-                None => self.uids.remove(&job.client),
-            };
-            match outcome {
-                Ok(written) => {
-                    match written.draft {
-                        Some(spec) => self.drafts.insert(job.client.clone(), spec),
-                        None => self.drafts.remove(&job.client),
+                let now = Instant::now();
+                for (client, (status, generation)) in &self.latest {
+                    let queued = Queued {
+                        status: status.clone(),
+                        generation: *generation,
+                        urgent: false,
+                        since: now,
                     };
-                    self.conditions
-                        .insert(job.client.clone(), written.condition);
-                    self.ledger.written(&job.client, job.generation);
-                }
-                Err(err) => {
-                    tracing::warn!(client = %job.client.name, namespace = %job.client.namespace, %err, "write failed");
-                    failed += 1;
-                    self.queue
-                        .entry(job.client)
-                        .or_insert((job.status, job.generation));
+                    self.queue.push(client.clone(), queued);
                 }
             }
         }
-        failed
     }
 }
 
 /// One client's write, with what the writer remembered of it when the write started.
 struct Job {
     client: WorkloadRef,
-    status: ObservedTrafficStatus,
-    generation: u64,
+    queued: Queued,
     /// UID of the ObservedTraffic object, when known to exist.
     uid: Option<String>,
     /// Draft spec last applied.
     draft: Option<ClientIntentsSpec>,
     /// Condition last written.
     condition: Option<Condition>,
+    /// Whether the ClientIntents CRD was installed when the write started.
+    crd_present: bool,
 }
 
 /// A finished [`Job`]: the UID now known (none when the object is gone or was never created),
@@ -254,15 +293,27 @@ struct Written {
 }
 
 /// What every write shares; writes run at once against it.
-struct Context<'a> {
-    client: &'a Client,
-    metrics: &'a Metrics,
+struct Context {
+    client: Client,
+    metrics: Arc<Metrics>,
     emit_client_intents: bool,
-    crd_present: bool,
 }
 
-impl Context<'_> {
-    async fn write(&self, job: Job) -> Done {
+/// An API answer about this object (400-499 but 429), not about the server's health.
+fn refused_for_the_object(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if (400..500).contains(&status.code) && status.code != 429)
+}
+
+/// Sleeps until `until`, or forever without one.
+async fn sleep_until(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Context {
+    async fn write(self: Arc<Self>, job: Job) -> Done {
         let mut uid = job.uid.clone();
         let outcome = self.write_status(&job, &mut uid).await;
         Done { job, uid, outcome }
@@ -291,11 +342,11 @@ impl Context<'_> {
             }
         };
         object.metadata.uid = Some(known);
-        let mut status = job.status.clone();
+        let mut status = job.queued.status.clone();
         object.status = Some(status.clone());
 
         let (settled, draft) = self
-            .settle_intents(client, &object, job.draft.as_ref())
+            .settle_intents(client, &object, job.draft.as_ref(), job.crd_present)
             .await?;
         let (ok, reason, message, uncovered) = settled;
         status.uncovered_targets = uncovered;
@@ -329,6 +380,7 @@ impl Context<'_> {
         client: &WorkloadRef,
         object: &ObservedTraffic,
         applied: Option<&ClientIntentsSpec>,
+        crd_present: bool,
     ) -> Result<(Settled, Option<ClientIntentsSpec>), kube::Error> {
         if !self.emit_client_intents {
             let settled = (
@@ -339,7 +391,7 @@ impl Context<'_> {
             );
             return Ok((settled, None));
         }
-        if !self.crd_present {
+        if !crd_present {
             let settled = (
                 false,
                 "CRDNotInstalled",
