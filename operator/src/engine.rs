@@ -7,6 +7,11 @@
 //! when something material changed; when only `lastSeen` moved, at most once per
 //! [`EngineConfig::last_seen_refresh_ms`].
 //!
+//! Settling: a fresh observation waits (in a bounded queue) until the watches have had time to
+//! report the cluster as it was when it was seen. Under load, when the queue is half full, a
+//! fresh observation that would only move `lastSeen` of edges already in the map waits in a
+//! queue of its own, so a flood of repeats evicts repeats, never news.
+//!
 //! Acknowledgement: every status handed over gets the next generation number of its client; a
 //! report waits in the [`Ledger`] for the generation of each client it touched that carries its
 //! edges, so it is acknowledged only once those are written (see [`crate::durable`]).
@@ -26,7 +31,7 @@ use crate::metrics::{Metrics, ReasonLabel};
 use crate::now_ms;
 use crate::resolve::{
     Attempt, Change, ClientEdges, EndpointSliceInfo, Index, NodeInfo, ObservationOutcome,
-    OwnerMeta, PendingQueue, PodInfo, ServiceInfo, SkipReason, TimeMs, TrafficMap,
+    OwnerMeta, PendingQueue, PendingReason, PodInfo, ServiceInfo, SkipReason, TimeMs, TrafficMap,
 };
 
 /// A change in the cluster, as the watchers report it.
@@ -150,6 +155,8 @@ pub struct Engine {
     index: Index,
     map: TrafficMap,
     pending: PendingQueue<Waiting>,
+    /// Settling observations that would only move `lastSeen` (see the module docs).
+    refreshing: PendingQueue<Waiting>,
     handed: HashMap<WorkloadRef, Handed>,
     /// Generation of the last status handed over, per client.
     generations: HashMap<WorkloadRef, u64>,
@@ -167,6 +174,7 @@ impl Engine {
             index,
             map: TrafficMap::new(),
             pending: PendingQueue::new(config.pending_capacity, config.pending_wait_ms),
+            refreshing: PendingQueue::new(config.pending_capacity, config.pending_wait_ms),
             handed: HashMap::new(),
             generations: HashMap::new(),
             dirty: HashSet::new(),
@@ -238,6 +246,11 @@ impl Engine {
             let outcome = self
                 .index
                 .resolve_observation(&obs, Attempt::retryable(now));
+            let refresh = matches!(
+                outcome,
+                ObservationOutcome::Pending(PendingReason::Settling)
+            ) && self.pending.len().saturating_mul(2) >= self.config.pending_capacity
+                && self.only_refreshes(&obs, now);
             let share = hold.as_ref().map(Hold::share);
             match self.fold(outcome, false) {
                 Folded::Done(client) => self.acknowledge(client, share),
@@ -247,10 +260,15 @@ impl Engine {
                         hold: share,
                         hold_until_ms: now.saturating_add(self.config.pending_hold_ms),
                     };
+                    let queue = if refresh {
+                        &mut self.refreshing
+                    } else {
+                        &mut self.pending
+                    };
                     // An evicted observation is lost and counted; its report no longer waits
                     // for it (failing the report would make one larger than the queue
                     // unacknowledgeable forever).
-                    if let Some(evicted) = self.pending.push(waiting, now) {
+                    if let Some(evicted) = queue.push(waiting, now) {
                         if let Some(hold) = evicted.hold {
                             hold.written();
                         }
@@ -262,16 +280,46 @@ impl Engine {
         if let Some(hold) = hold {
             hold.written();
         }
+        self.set_pending_gauge();
+        self.update_gauges();
+    }
+
+    /// Whether `obs`, resolved as the cluster looks now, gives edges that are all in the map
+    /// already, so that settling could only move their `lastSeen`.
+    fn only_refreshes(&self, obs: &Observation, now: TimeMs) -> bool {
+        match self.index.resolve_observation(obs, Attempt::last(now)) {
+            ObservationOutcome::Edges { client, edges } => {
+                !edges.is_empty() && edges.iter().all(|edge| !self.map.is_news(&client, edge))
+            }
+            _ => false,
+        }
+    }
+
+    fn set_pending_gauge(&self) {
+        let waiting = self.pending.len() + self.refreshing.len();
         self.metrics
             .observations_pending
-            .set(self.pending.len() as i64);
-        self.update_gauges();
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// Retries waiting observations; those past their deadline get a last attempt.
     pub fn retry_pending(&mut self, now: TimeMs) {
+        for refreshing in [false, true] {
+            self.retry_queue(refreshing, now);
+        }
+        self.set_pending_gauge();
+        self.update_gauges();
+    }
+
+    /// [`Engine::retry_pending`] for one of the two queues.
+    fn retry_queue(&mut self, refreshing: bool, now: TimeMs) {
         let index = &self.index;
-        let drained = self.pending.drain(now, |waiting| {
+        let queue = if refreshing {
+            &mut self.refreshing
+        } else {
+            &mut self.pending
+        };
+        let drained = queue.drain(now, |waiting| {
             match index.resolve_observation(&waiting.obs, Attempt::retryable(now)) {
                 ObservationOutcome::Pending(_) => {
                     if now >= waiting.hold_until_ms
@@ -297,10 +345,6 @@ impl Engine {
                 self.acknowledge(client, waiting.hold);
             }
         }
-        self.metrics
-            .observations_pending
-            .set(self.pending.len() as i64);
-        self.update_gauges();
     }
 
     /// Makes `hold` wait for the status of `client` that carries the edge just folded in: the

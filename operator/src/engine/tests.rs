@@ -269,3 +269,35 @@ async fn only_news_is_urgent_for_the_writer() {
     assert_eq!(due.len(), 1, "lastSeen moved and the refresh is due");
     assert!(!due[0].urgent, "only lastSeen moved");
 }
+
+#[tokio::test]
+async fn a_flood_of_repeats_evicts_repeats_not_a_new_edge() {
+    let mut engine = engine();
+    engine.config.pending_capacity = 4;
+    engine.pending = PendingQueue::new(4, engine.config.pending_wait_ms);
+    engine.refreshing = PendingQueue::new(4, engine.config.pending_wait_ms);
+    let (first, _) = report(8080, T0);
+    engine.ingest(first, T0 + SETTLED);
+    assert_eq!(write_all(&mut engine, T0 + SETTLED), 1);
+
+    let now = T0 + 10_000;
+    let repeat = |engine: &mut Engine| engine.ingest(report(8080, now).0, now);
+    for _ in 0..3 {
+        repeat(&mut engine);
+    }
+    let (news, receipt) = report(9090, now);
+    engine.ingest(news, now);
+    for _ in 0..10 {
+        repeat(&mut engine);
+    }
+    assert!(engine.pending.len() <= 4 && engine.refreshing.len() <= 4);
+    engine.retry_pending(now + SETTLED);
+    let due = engine.due_writes(now + SETTLED);
+    assert_eq!(due.len(), 1);
+    assert!(
+        due[0].urgent,
+        "port 9090 survived the flood and was recorded"
+    );
+    engine.ledger().written(&due[0].client, due[0].generation);
+    assert_eq!(settled(receipt).await, Some(Outcome::Written));
+}

@@ -113,6 +113,14 @@ impl Facts {
         Facts::change(&before, self)
     }
 
+    /// Whether these facts already hold all that `edge` (to their target) tells, times
+    /// aside but an earlier first sighting.
+    fn cover(&self, edge: &ObservedEdge) -> bool {
+        edge.port.as_ref().is_none_or(|p| self.ports.contains(p))
+            && self.seen_by.contains(&edge.seen_by)
+            && self.first_seen_ms <= edge.first_seen_ms
+    }
+
     fn change(before: &Facts, after: &Facts) -> Change {
         let same_but_last_seen = Facts {
             last_seen_ms: after.last_seen_ms,
@@ -162,6 +170,25 @@ impl ClientEdges {
                     || self.internet.contains_key(&key)
             }
         }
+    }
+
+    /// Whether recording `edge` would change more than `lastSeen`: a new target, port, name,
+    /// address or way of seeing it, or an earlier first sighting.
+    pub fn is_news(&self, edge: &ObservedEdge) -> bool {
+        let covered = match &edge.target {
+            EdgeTarget::InCluster(key) => self.targets.get(key).is_some_and(|facts| {
+                facts.cover(edge) && edge.dns_names.iter().all(|n| facts.dns_names.contains(n))
+            }),
+            EdgeTarget::Internet { dns_name, ip } => {
+                let key = dns_name
+                    .clone()
+                    .map_or(InternetKey::Ip(*ip), InternetKey::Domain);
+                self.internet
+                    .get(&key)
+                    .is_some_and(|facts| facts.cover(edge) && facts.ips.contains(ip))
+            }
+        };
+        !covered
     }
 
     /// Folds in one edge, returning what that changed.
@@ -332,6 +359,13 @@ impl TrafficMap {
     pub fn record(&mut self, client: &WorkloadRef, edge: ObservedEdge) -> Option<Change> {
         let edges = self.clients.entry(client.clone()).or_default();
         edges.accepts(&edge).then(|| edges.record(edge))
+    }
+
+    /// Whether recording `edge` for `client` would change more than `lastSeen`.
+    pub fn is_news(&self, client: &WorkloadRef, edge: &ObservedEdge) -> bool {
+        self.clients
+            .get(client)
+            .is_none_or(|edges| edges.is_news(edge))
     }
 
     /// One client's edges.

@@ -308,3 +308,63 @@ fn a_client_keeps_a_bounded_number_of_internet_targets_and_what_it_had() {
     );
     assert_eq!(map.record(&client(), cart), Some(Change::Material));
 }
+
+#[test]
+fn is_news_tells_in_advance_whether_recording_is_a_material_change() {
+    let cart = || workload("cart", "Deployment", Some("cart"));
+    let mut named = edge(cart(), tcp(8080), SeenBy::Tcp, 9_000, 9_000);
+    named.dns_names = vec!["cart.shop.svc.cluster.local".into()];
+    let mut other_name = named.clone();
+    other_name.dns_names = vec!["cart.shop".into()];
+    let candidates = [
+        edge(cart(), tcp(80), SeenBy::Tcp, 1_500, 1_800),
+        edge(cart(), tcp(80), SeenBy::Tcp, 1_500, 20_000),
+        edge(cart(), tcp(80), SeenBy::Tcp, 10, 20_000),
+        edge(cart(), tcp(81), SeenBy::Tcp, 30_000, 30_000),
+        edge(cart(), None, SeenBy::Dns, 40_000, 40_000),
+        edge(
+            workload("ledger", "StatefulSet", None),
+            tcp(5432),
+            SeenBy::Tcp,
+            50,
+            60,
+        ),
+        named,
+        other_name,
+        edge(
+            internet(None, "198.51.100.7"),
+            tcp(443),
+            SeenBy::Tcp,
+            9_000,
+            9_000,
+        ),
+        edge(
+            internet(None, "198.51.100.8"),
+            tcp(443),
+            SeenBy::Tcp,
+            9_000,
+            9_000,
+        ),
+        edge(
+            internet(Some("api.example.com"), "198.51.100.9"),
+            tcp(443),
+            SeenBy::Tcp,
+            9_000,
+            9_000,
+        ),
+    ];
+    let mut edges = sample();
+    let mut seen_news = 0;
+    for candidate in candidates.iter().chain(candidates.iter()) {
+        let material = edges.clone().record(candidate.clone()) == Change::Material;
+        assert_eq!(edges.is_news(candidate), material, "{candidate:?}");
+        seen_news += usize::from(material);
+        edges.record(candidate.clone());
+    }
+    assert!(seen_news >= 3, "the candidates include news");
+    let mut map = TrafficMap::new();
+    let first = candidates[0].clone();
+    assert!(map.is_news(&client(), &first), "an unknown client");
+    map.record(&client(), first.clone());
+    assert!(!map.is_news(&client(), &first));
+}
