@@ -43,6 +43,8 @@ const TARGETS_PER_CLIENT: usize = 5;
 const STEADY_WINDOW: Duration = Duration::from_secs(60);
 /// Background observations per second in the steady phase.
 const STEADY_RATE: u64 = 5_000;
+/// Longest wait for the warm-up's statuses to be written.
+const WARM_UP_WRITES: Duration = Duration::from_secs(600);
 /// One latency probe every ...
 const PROBE_EVERY: Duration = Duration::from_millis(600);
 
@@ -273,7 +275,8 @@ pub async fn figures() -> Result<Vec<Figure>> {
 }
 
 /// Sends the load's whole edge set once (fresh times) and waits until the operator dealt with
-/// it, so the watches are synced and the map holds every edge before timing starts.
+/// it and wrote every client's status, so the watches are synced, the map holds every edge
+/// and the writer is idle before timing starts.
 async fn warm_up(
     operator: &OperatorProcess,
     client: &Arc<IngestClient>,
@@ -282,6 +285,7 @@ async fn warm_up(
     let total = cluster.workloads.len() * 2 * TARGETS_PER_CLIENT * 4;
     let before = processed(&operator.metrics().await?);
     let at = now_ms();
+    let first_post = Instant::now();
     let mut sent = 0usize;
     let mut posts = tokio::task::JoinSet::new();
     for chunk_start in (0..total).step_by(OBSERVATIONS_PER_REPORT) {
@@ -297,16 +301,42 @@ async fn warm_up(
     while let Some(posted) = posts.join_next().await {
         posted.map_err(|e| BenchError::Failed(format!("warm-up poster: {e}")))??;
     }
+    let mut resolved = false;
     for _ in 0..600 {
         let now = processed(&operator.metrics().await?);
         if now - before >= sent as f64 {
-            return Ok(());
+            resolved = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(BenchError::Failed(
-        "the operator did not resolve the warm-up in 120 s".into(),
-    ))
+    if !resolved {
+        return Err(BenchError::Failed(
+            "the operator did not resolve the warm-up in 120 s".into(),
+        ));
+    }
+    // Every client's first status (and draft) written, so the timed phases start from a
+    // steady state, not behind the creation of thousands of objects.
+    let started = Instant::now();
+    while started.elapsed() < WARM_UP_WRITES {
+        let waiting = metric(
+            &operator.metrics().await?,
+            "trafficmap_operator_writes_waiting",
+        );
+        if waiting == 0.0 {
+            eprintln!(
+                "  warm-up: {} clients written {:.0} s after the first post",
+                cluster.workloads.len(),
+                first_post.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(BenchError::Failed(format!(
+        "the operator did not write the warm-up's statuses in {} s",
+        WARM_UP_WRITES.as_secs()
+    )))
 }
 
 /// The ingest window: prepared reports posted as fast as the operator takes them.
