@@ -32,8 +32,9 @@ struct ResponseKey {
 #[derive(Debug, Default)]
 pub struct CopyFilter {
     seen_ms: HashMap<ResponseKey, (u64, u64)>,
-    /// Digests the messages, with a seed of this process: a response cannot be crafted to
-    /// pass for a copy of another.
+    /// Digests the messages with a random seed of this process (foldhash: fast, not
+    /// cryptographic), so messages that collide cannot be prepared in advance to pass one
+    /// response off as a copy of another.
     digest: RandomState,
     next_id: u64,
 }
