@@ -4,7 +4,8 @@
 //! event order.
 //!
 //! Write coalescing: a client's status is handed to the writer at most once per flush interval,
-//! when something material changed; when only `lastSeen` moved, at most once per
+//! when something material changed (at the first retry tick once its last status is that old,
+//! not only at the flush); when only `lastSeen` moved, at most once per
 //! [`EngineConfig::last_seen_refresh_ms`].
 //!
 //! Settling: a fresh observation waits (in a bounded queue) until the watches have had time to
@@ -422,20 +423,64 @@ impl Engine {
             .inc();
     }
 
-    /// Statuses due for writing at `now`, marking them handed over.
+    /// Statuses due for writing at `now` (the flush), marking them handed over.
     pub fn due_writes(&mut self, now: TimeMs) -> Vec<StatusWrite> {
+        self.collect_writes(now, self.config.flush_interval_ms)
+    }
+
+    /// Every status with a change, whenever its last one was handed over: the flush on
+    /// shutdown.
+    pub fn final_writes(&mut self, now: TimeMs) -> Vec<StatusWrite> {
+        self.collect_writes(now, 0)
+    }
+
+    /// Statuses with news whose client's last status was handed over at least a flush
+    /// interval ago: handed over now (between flushes) rather than at the next flush.
+    pub fn due_news(&mut self, now: TimeMs) -> Vec<StatusWrite> {
+        let interval = self.config.flush_interval_ms;
+        let ready: Vec<WorkloadRef> = self
+            .dirty
+            .iter()
+            .filter(|client| {
+                self.handed
+                    .get(*client)
+                    .is_none_or(|handed| now.saturating_sub(handed.at_ms) >= interval)
+            })
+            .cloned()
+            .collect();
+        let mut due = Vec::new();
+        for client in ready {
+            match self.map.get(&client) {
+                Some(edges) => due.push(StatusWrite {
+                    status: edges.to_status(),
+                    client,
+                    generation: 0,
+                    urgent: true,
+                }),
+                None => {
+                    self.dirty.remove(&client);
+                }
+            }
+        }
+        self.hand_over(&mut due, now);
+        due
+    }
+
+    /// Statuses with a change: news once the client's last status is `min_age_ms` old, moved
+    /// `lastSeen` times once it is [`EngineConfig::last_seen_refresh_ms`] old.
+    fn collect_writes(&mut self, now: TimeMs, min_age_ms: u64) -> Vec<StatusWrite> {
         let mut due = Vec::new();
         for (client, edges) in self.map.clients() {
             let (write, urgent) = match self.handed.get(client) {
                 None => (true, true),
-                Some(handed) => match edges.change_since(&handed.edges) {
-                    Change::Unchanged => (false, false),
-                    Change::LastSeenOnly => (
-                        now.saturating_sub(handed.at_ms) >= self.config.last_seen_refresh_ms,
-                        false,
-                    ),
-                    Change::Material => (true, true),
-                },
+                Some(handed) => {
+                    let age = now.saturating_sub(handed.at_ms);
+                    match edges.change_since(&handed.edges) {
+                        Change::Unchanged => (false, false),
+                        Change::LastSeenOnly => (age >= self.config.last_seen_refresh_ms, false),
+                        Change::Material => (age >= min_age_ms, true),
+                    }
+                }
             };
             if write {
                 due.push(StatusWrite {
@@ -446,7 +491,13 @@ impl Engine {
                 });
             }
         }
-        for write in &mut due {
+        self.hand_over(&mut due, now);
+        due
+    }
+
+    /// Gives each write its client's next generation and marks it handed over at `now`.
+    fn hand_over(&mut self, due: &mut [StatusWrite], now: TimeMs) {
+        for write in due {
             let generation = self.generations.entry(write.client.clone()).or_insert(0);
             *generation += 1;
             write.generation = *generation;
@@ -461,7 +512,6 @@ impl Engine {
                 );
             }
         }
-        due
     }
 
     /// Forgets history older than the retention.
@@ -519,13 +569,15 @@ pub async fn run(
             _ = retry.tick() => {
                 let now = now_ms();
                 engine.retry_pending(now);
-                if now.saturating_sub(last_flush) >= engine.flush_interval_ms() {
+                let due = if now.saturating_sub(last_flush) >= engine.flush_interval_ms() {
                     last_flush = now;
-                    let due = engine.due_writes(now);
-                    if !due.is_empty() && writes.send(due).is_err() {
-                        tracing::error!("the writer stopped; the engine stops too");
-                        break;
-                    }
+                    engine.due_writes(now)
+                } else {
+                    engine.due_news(now)
+                };
+                if !due.is_empty() && writes.send(due).is_err() {
+                    tracing::error!("the writer stopped; the engine stops too");
+                    break;
                 }
                 if now.saturating_sub(last_gc) >= GC_INTERVAL_MS {
                     last_gc = now;
@@ -534,7 +586,7 @@ pub async fn run(
             }
         }
     }
-    let due = engine.due_writes(now_ms());
+    let due = engine.final_writes(now_ms());
     if !due.is_empty() {
         let _ = writes.send(due);
     }

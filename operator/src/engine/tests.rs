@@ -301,3 +301,33 @@ async fn a_flood_of_repeats_evicts_repeats_not_a_new_edge() {
     engine.ledger().written(&due[0].client, due[0].generation);
     assert_eq!(settled(receipt).await, Some(Outcome::Written));
 }
+
+#[tokio::test]
+async fn news_goes_out_once_its_clients_last_status_is_a_flush_interval_old() {
+    let mut engine = engine();
+    let interval = EngineConfig::default().flush_interval_ms;
+    let (first, _) = report(8080, T0);
+    let t1 = T0 + SETTLED;
+    engine.ingest(first, t1);
+    assert_eq!(write_all(&mut engine, t1), 1);
+    let (news, receipt) = report(9090, t1 + 100);
+    engine.ingest(news, t1 + 100 + SETTLED);
+    assert!(
+        engine.due_news(t1 + 1_000).is_empty(),
+        "its last status is 1 s old"
+    );
+    assert!(
+        engine.due_writes(t1 + 2_000).is_empty(),
+        "a flush does not write it twice within the interval either"
+    );
+    let due = engine.due_news(t1 + interval);
+    assert_eq!(due.len(), 1);
+    assert!(due[0].urgent);
+    engine.ledger().written(&due[0].client, due[0].generation);
+    assert_eq!(settled(receipt).await, Some(Outcome::Written));
+
+    let (more, _) = report(9091, t1 + interval + 10);
+    engine.ingest(more, t1 + interval + 10 + SETTLED);
+    let last = engine.final_writes(t1 + interval + 20 + SETTLED);
+    assert_eq!(last.len(), 1, "the final flush ignores the interval");
+}
