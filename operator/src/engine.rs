@@ -497,6 +497,14 @@ impl Engine {
 
     /// Gives each write its client's next generation and marks it handed over at `now`.
     fn hand_over(&mut self, due: &mut [StatusWrite], now: TimeMs) {
+        if !due.is_empty() {
+            let urgent = due.iter().filter(|write| write.urgent).count();
+            tracing::debug!(
+                urgent,
+                routine = due.len() - urgent,
+                "statuses handed to the writer"
+            );
+        }
         for write in due {
             let generation = self.generations.entry(write.client.clone()).or_insert(0);
             *generation += 1;

@@ -59,6 +59,18 @@ fn probe_pair(cluster: &LoadedCluster, p: usize) -> (usize, usize) {
 
 type Outstanding = Arc<Mutex<HashMap<(String, String), Vec<(String, Instant)>>>>;
 
+/// One probe seen in ObservedTraffic.
+#[derive(Debug, Clone)]
+struct Sample {
+    latency: Duration,
+    posted: Instant,
+    client: String,
+    target: String,
+}
+
+/// How many of the slowest probes the phase describes.
+const SLOWEST_SHOWN: usize = 5;
+
 /// Runs the phase.
 pub async fn steady_phase(
     kube: &Client,
@@ -69,7 +81,7 @@ pub async fn steady_phase(
 ) -> Result<Steady> {
     // (client namespace, client name) -> [(target name, posted at)]
     let outstanding: Outstanding = Arc::new(Mutex::new(HashMap::new()));
-    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    let latencies: Arc<Mutex<Vec<Sample>>> = Arc::new(Mutex::new(Vec::new()));
     let watch = tokio::spawn(watch_probes(
         kube.clone(),
         Arc::clone(&outstanding),
@@ -142,10 +154,21 @@ pub async fn steady_phase(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     watch.abort();
-    let mut samples = latencies
+    let mut seen = latencies
         .lock()
         .map_err(|_| BenchError::Failed("latency table poisoned".into()))?
         .clone();
+    seen.sort_by_key(|s| std::cmp::Reverse(s.latency));
+    for slow in seen.iter().take(SLOWEST_SHOWN) {
+        eprintln!(
+            "  slow probe: {:.2} s, posted {:.1} s into the phase, {} -> {}",
+            slow.latency.as_secs_f64(),
+            slow.posted.saturating_duration_since(started).as_secs_f64(),
+            slow.client,
+            slow.target
+        );
+    }
+    let mut samples: Vec<Duration> = seen.iter().map(|s| s.latency).collect();
     let missing = sent_probes.saturating_sub(samples.len());
     if missing > 0 {
         eprintln!("  {missing} probes never showed up in ObservedTraffic");
@@ -177,11 +200,7 @@ pub async fn post(ingest: &IngestClient, body: Vec<u8>) -> Result<()> {
 
 /// Watches every ObservedTraffic; when one lists an outstanding probe's target, records the
 /// time since that probe was posted.
-async fn watch_probes(
-    kube: Client,
-    outstanding: Outstanding,
-    latencies: Arc<Mutex<Vec<Duration>>>,
-) {
+async fn watch_probes(kube: Client, outstanding: Outstanding, latencies: Arc<Mutex<Vec<Sample>>>) {
     let api = Api::<ObservedTraffic>::all(kube);
     let mut events = watcher(api, watcher::Config::default()).boxed();
     while let Some(event) = events.next().await {
@@ -208,7 +227,12 @@ async fn watch_probes(
         waiting.retain(|(target, posted)| {
             if targets.contains(&target.as_str()) {
                 if let Ok(mut l) = latencies.lock() {
-                    l.push(now - *posted);
+                    l.push(Sample {
+                        latency: now - *posted,
+                        posted: *posted,
+                        client: format!("{}/{}", key.0, key.1),
+                        target: target.clone(),
+                    });
                 }
                 false
             } else {

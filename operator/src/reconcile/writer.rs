@@ -366,7 +366,13 @@ impl Context {
             *uid = None;
         }
         written?;
-        tracing::debug!(client = %client.name, namespace = %client.namespace, "status written");
+        tracing::debug!(
+            client = %client.name,
+            namespace = %client.namespace,
+            urgent = job.queued.urgent,
+            queued_ms = job.queued.since.elapsed().as_millis(),
+            "status written"
+        );
         Ok(Written {
             draft,
             condition: cond,
