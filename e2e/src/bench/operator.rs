@@ -37,6 +37,12 @@ const PREPARED_REPORTS: usize = 24;
 const POSTERS: usize = 16;
 /// Length of the ingest window.
 const INGEST_WINDOW: Duration = Duration::from_secs(20);
+/// Age of the warm-up's and the ingest window's observations: past the operator's settle time
+/// (3 s), so they resolve on arrival instead of waiting in its bounded settle queues.
+const SETTLED_AGE_MS: u64 = 5_000;
+/// Time after the operator is ready within which it has listed the cluster and passed the
+/// 5 s of slack it gives EndpointSlices.
+const LISTED_WITHIN: Duration = Duration::from_secs(20);
 /// Targets each client workload calls (Services, through their ClusterIP).
 const TARGETS_PER_CLIENT: usize = 5;
 /// Length of the steady phase (latency probes and write counting).
@@ -146,13 +152,39 @@ pub fn processed(metrics: &str) -> f64 {
         + metric_sum(metrics, "trafficmap_operator_observations_unresolved_total")
 }
 
+/// Number of distinct observations in the load (every edge, from both pods of each client):
+/// the warm-up sends each once.
+fn load_size(cluster: &LoadedCluster) -> usize {
+    cluster.workloads.len() * 2 * TARGETS_PER_CLIENT * 4
+}
+
+/// Number of distinct (client, Service) edges in the load.
+fn load_edges(cluster: &LoadedCluster) -> usize {
+    let workloads = cluster.workloads.len();
+    (0..load_size(cluster))
+        .filter_map(|i| {
+            let client = i % workloads;
+            let target = load_target(client, i);
+            cluster.workloads[target]
+                .cluster_ip
+                .map(|_| (client, target))
+        })
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+/// The Service (by workload index) that observation `i` of `client` calls.
+fn load_target(client: usize, i: usize) -> usize {
+    (client * 7 + (i / 7) % TARGETS_PER_CLIENT) % cluster_load::SERVICES
+}
+
 /// The `i`-th observation of the load: a pod of workload `i % WORKLOADS` calling one of its
 /// [`TARGETS_PER_CLIENT`] Services (by ClusterIP), every fourth one a DNS answer for it.
 pub fn load_observation(cluster: &LoadedCluster, i: usize, at_ms: u64) -> Option<Observation> {
     let workloads = &cluster.workloads;
     let client_w = i % workloads.len();
     let (ip, uid) = workloads[client_w].pods[(i / workloads.len()) % 2].clone();
-    let target = (client_w * 7 + (i / 7) % TARGETS_PER_CLIENT) % cluster_load::SERVICES;
+    let target = load_target(client_w, i);
     let server = &workloads[target];
     let cluster_ip = server.cluster_ip?;
     let client = ClientId {
@@ -217,6 +249,21 @@ async fn post_until(
 pub async fn figures() -> Result<Vec<Figure>> {
     let kube = admin_client().await?;
     install_all(&kube).await?;
+    // Without a kubelet's heartbeat the controller-manager would mark the pods' node, and with
+    // it every pod and EndpointSlice endpoint, not ready mid-run (and churn the API server).
+    crate::fixtures::ensure_node(&kube).await?;
+    let heartbeat = tokio::spawn(crate::sim::kubelet::heartbeat(
+        kube.clone(),
+        crate::fixtures::TEST_NODE.into(),
+    ));
+    let figures = measure(&kube).await;
+    heartbeat.abort();
+    figures
+}
+
+/// [`figures`] once the control plane holds the CRDs and a node that stays ready.
+async fn measure(kube: &kube::Client) -> Result<Vec<Figure>> {
+    let kube = kube.clone();
     eprintln!(
         "operator: loading the control plane ({} workloads, {} pods, {} Services)",
         cluster_load::WORKLOADS,
@@ -239,17 +286,27 @@ pub async fn figures() -> Result<Vec<Figure>> {
     let token = service_account_token(&kube, OPERATOR_NS, "sniffer", "trafficmap").await?;
     let mut operator = OperatorProcess::start()?;
     operator.wait_ready().await?;
+    // The operator resolves an observation against the cluster as it knew it when the
+    // observation was seen, and knows who backs a Service only from its first EndpointSlice
+    // (plus 5 s of slack); the load's observations are [`SETTLED_AGE_MS`] old.
+    tokio::time::sleep(Duration::from_millis(SETTLED_AGE_MS) + LISTED_WITHIN).await;
     let ca = published_ca(&kube, OPERATOR_NS).await?;
     let client = Arc::new(IngestClient::new(&operator.ingest_url, &ca, &token)?);
     warm_up(&operator, &client, &cluster).await?;
+    let service_only = service_only_targets(&kube).await?;
+    if service_only > 0 {
+        return Err(BenchError::Failed(format!(
+            "after the warm-up {service_only} edges end at a Service, not its workload: the operator did not know the backends when they were seen"
+        )));
+    }
 
     let ingest = ingest_window(&operator, &client, &cluster).await?;
     eprintln!("  ingest: {ingest:.0} observations/s");
-    // The window's reports bring news for most clients (targets the warm-up did not cover);
-    // the latency phase is timed under steady load, not behind that wave of writes.
-    let drained = wait_idle(&operator, "the ingest window's statuses").await?;
+    // Writes the window left behind (the minute's `lastSeen` refreshes of every client fall
+    // about here) would delay the probes; they are timed under steady load, not behind them.
+    let drained = wait_idle(&operator, "what the ingest window left").await?;
     eprintln!(
-        "  ingest window's news written {:.0} s after it closed",
+        "  operator idle again {:.0} s after the ingest window closed",
         drained.as_secs_f64()
     );
     let steady = super::latency::steady_phase(
@@ -284,17 +341,18 @@ pub async fn figures() -> Result<Vec<Figure>> {
     ])
 }
 
-/// Sends the load's whole edge set once (fresh times) and waits until the operator dealt with
-/// it and wrote every client's status, so the watches are synced, the map holds every edge
-/// and the writer is idle before timing starts.
+/// Sends the load's whole edge set once (seen [`SETTLED_AGE_MS`] ago, so none of it waits in
+/// the bounded settle queues) and waits until the operator dealt with it and wrote every
+/// client's status, so the watches are synced, the map holds every edge and the writer is
+/// idle before timing starts.
 async fn warm_up(
     operator: &OperatorProcess,
     client: &Arc<IngestClient>,
     cluster: &LoadedCluster,
 ) -> Result<()> {
-    let total = cluster.workloads.len() * 2 * TARGETS_PER_CLIENT * 4;
+    let total = load_size(cluster);
     let before = processed(&operator.metrics().await?);
-    let at = now_ms();
+    let at = now_ms().saturating_sub(SETTLED_AGE_MS);
     let first_post = Instant::now();
     let mut sent = 0usize;
     let mut posts = tokio::task::JoinSet::new();
@@ -328,12 +386,34 @@ async fn warm_up(
     // Every client's first status (and draft) written, so the timed phases start from a
     // steady state, not behind the creation of thousands of objects.
     wait_idle(operator, "the warm-up's statuses").await?;
+    let expected = load_edges(cluster);
+    let held = metric(&operator.metrics().await?, "trafficmap_operator_edges") as usize;
+    if held != expected {
+        return Err(BenchError::Failed(format!(
+            "after the warm-up the operator's map holds {held} edges, the load has {expected}"
+        )));
+    }
     eprintln!(
         "  warm-up: {} clients written, operator idle {:.0} s after the first post",
         cluster.workloads.len(),
         first_post.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Targets in ObservedTraffic that name a Service rather than the workload behind it.
+async fn service_only_targets(kube: &kube::Client) -> Result<usize> {
+    let all = kube::Api::<trafficmap_api::ObservedTraffic>::all(kube.clone())
+        .list(&Default::default())
+        .await
+        .map_err(crate::kube_context("list ObservedTraffic"))?;
+    Ok(all
+        .items
+        .iter()
+        .filter_map(|ot| ot.status.as_ref())
+        .flat_map(|status| &status.targets)
+        .filter(|target| target.kind == "Service")
+        .count())
 }
 
 /// Waits until the operator has nothing settling, nothing to write and nothing written for a
@@ -366,11 +446,14 @@ async fn ingest_window(
     client: &Arc<IngestClient>,
     cluster: &LoadedCluster,
 ) -> Result<f64> {
-    let at = now_ms();
+    let at = now_ms().saturating_sub(SETTLED_AGE_MS);
+    let total = load_size(cluster);
     let mut bodies = Vec::with_capacity(PREPARED_REPORTS);
     for r in 0..PREPARED_REPORTS {
         let observations: Vec<Observation> = (0..OBSERVATIONS_PER_REPORT)
-            .filter_map(|k| load_observation(cluster, r * OBSERVATIONS_PER_REPORT + k * 13, at))
+            .filter_map(|k| {
+                load_observation(cluster, (r * OBSERVATIONS_PER_REPORT + k * 13) % total, at)
+            })
             .collect();
         bodies.push(report_body(observations)?);
     }
@@ -392,8 +475,17 @@ async fn ingest_window(
     let before = processed(&operator.metrics().await?);
     let started = Instant::now();
     tokio::time::sleep(INGEST_WINDOW).await;
-    let after = processed(&operator.metrics().await?);
+    let text = operator.metrics().await?;
+    let after = processed(&text);
     let elapsed = started.elapsed().as_secs_f64();
+    for line in text.lines().filter(|l| {
+        l.starts_with("trafficmap_operator_reports_rejected_total")
+            || l.starts_with("trafficmap_operator_ack_wait_seconds_sum")
+            || l.starts_with("trafficmap_operator_ack_wait_seconds_count")
+            || l.starts_with("trafficmap_operator_observations_unresolved_total")
+    }) {
+        eprintln!("  after the ingest window: {line}");
+    }
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await

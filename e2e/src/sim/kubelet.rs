@@ -711,8 +711,8 @@ async fn write_node_status(client: &Client, node_name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Renews the node's Lease and Ready condition, as a kubelet does.
-async fn heartbeat(client: Client, node_name: String) {
+/// Renews the node's Lease and Ready condition, as a kubelet does, until aborted.
+pub async fn heartbeat(client: Client, node_name: String) {
     let leases = Api::<Lease>::namespaced(client.clone(), "kube-node-lease");
     loop {
         let now = micro_time();
