@@ -15,7 +15,9 @@
 //!
 //! Acknowledgement: every status handed over gets the next generation number of its client; a
 //! report waits in the [`Ledger`] for the generation of each client it touched that carries its
-//! edges, so it is acknowledged only once those are written (see [`crate::durable`]).
+//! edges, so it is acknowledged only once those are written (see [`crate::durable`]). A report
+//! that only moves `lastSeen` of written edges waits for the last status that brought news,
+//! not for a later `lastSeen` refresh still queued behind thousands of others.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,60 +28,17 @@ use trafficmap_api::ObservedTraffic;
 use trafficmap_api::observed::{ObservedTrafficStatus, WorkloadRef};
 use trafficmap_api::report::Observation;
 
+mod events;
+pub use events::{ClusterEvent, Stamped};
+
 use crate::durable::{Hold, Ledger};
 use crate::ingest::ReceivedReport;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::now_ms;
 use crate::resolve::{
-    Attempt, Change, ClientEdges, EndpointSliceInfo, Index, NodeInfo, ObservationOutcome,
-    OwnerMeta, PendingQueue, PendingReason, PodInfo, ServiceInfo, SkipReason, TimeMs, TrafficMap,
+    Attempt, Change, ClientEdges, Index, ObservationOutcome, PendingQueue, PendingReason,
+    SkipReason, TimeMs, TrafficMap,
 };
-
-/// A change in the cluster, as the watchers report it.
-#[derive(Clone, Debug)]
-pub enum ClusterEvent {
-    /// A pod was added or changed.
-    PodApplied(PodInfo),
-    /// A pod is gone (by UID).
-    PodDeleted(String),
-    /// An owner object was added or changed.
-    OwnerApplied(OwnerMeta),
-    /// An owner object is gone (by UID).
-    OwnerDeleted(String),
-    /// A Service was added or changed.
-    ServiceApplied(ServiceInfo),
-    /// A Service is gone.
-    ServiceDeleted {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
-    /// An EndpointSlice was added or changed.
-    SliceApplied(EndpointSliceInfo),
-    /// An EndpointSlice is gone.
-    SliceDeleted {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
-    /// A node was added or changed.
-    NodeApplied(NodeInfo),
-    /// A node is gone (by name).
-    NodeDeleted(String),
-    /// Someone deleted an ObservedTraffic (`kubectl trafficmap reset`): forget that client.
-    ObservedTrafficDeleted(WorkloadRef),
-}
-
-/// A cluster event with the time it arrived.
-#[derive(Clone, Debug)]
-pub struct Stamped {
-    /// The event.
-    pub event: ClusterEvent,
-    /// Arrival time, ms since the epoch.
-    pub at_ms: TimeMs,
-}
 
 /// Default of [`EngineConfig::pending_hold_ms`]: the settle time, a retry and some slack for
 /// the watches, well under the ingest's acknowledgement timeout.
@@ -161,6 +120,8 @@ pub struct Engine {
     handed: HashMap<WorkloadRef, Handed>,
     /// Generation of the last status handed over, per client.
     generations: HashMap<WorkloadRef, u64>,
+    /// Generation of the last status with news (urgent) handed over, per client.
+    news_generations: HashMap<WorkloadRef, u64>,
     /// Clients with material changes not handed over yet.
     dirty: HashSet<WorkloadRef>,
     ledger: Arc<Ledger>,
@@ -178,6 +139,7 @@ impl Engine {
             refreshing: PendingQueue::new(config.pending_capacity, config.pending_wait_ms),
             handed: HashMap::new(),
             generations: HashMap::new(),
+            news_generations: HashMap::new(),
             dirty: HashSet::new(),
             ledger: Arc::new(Ledger::default()),
             config,
@@ -229,6 +191,7 @@ impl Engine {
                     tracing::info!(client = %client.name, namespace = %client.namespace, "map entry reset");
                 }
                 self.handed.remove(&client);
+                self.news_generations.remove(&client);
                 self.dirty.remove(&client);
                 self.ledger.forget(&client);
                 self.update_gauges();
@@ -349,17 +312,17 @@ impl Engine {
     }
 
     /// Makes `hold` wait for the status of `client` that carries the edge just folded in: the
-    /// next one while the client has changes not handed over, else the last one handed.
+    /// next one while the client has changes not handed over, else the last one handed over
+    /// with news (later ones only move `lastSeen`).
     fn acknowledge(&self, client: Option<WorkloadRef>, hold: Option<Hold>) {
         let Some(hold) = hold else {
             return;
         };
         if let Some(client) = client {
-            let handed = self.generations.get(&client).copied().unwrap_or(0);
             let generation = if self.dirty.contains(&client) {
-                handed + 1
+                self.generations.get(&client).copied().unwrap_or(0) + 1
             } else {
-                handed
+                self.news_generations.get(&client).copied().unwrap_or(0)
             };
             self.ledger.wait_for([(client, generation)], &hold);
         }
@@ -509,6 +472,10 @@ impl Engine {
             let generation = self.generations.entry(write.client.clone()).or_insert(0);
             *generation += 1;
             write.generation = *generation;
+            if write.urgent {
+                self.news_generations
+                    .insert(write.client.clone(), write.generation);
+            }
             self.dirty.remove(&write.client);
             if let Some(edges) = self.map.get(&write.client) {
                 self.handed.insert(

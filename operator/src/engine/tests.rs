@@ -9,7 +9,7 @@ use trafficmap_api::report::{ClientId, ConnectionObservation, REPORT_VERSION};
 
 use super::*;
 use crate::durable::{Hold, Outcome, Receipt};
-use crate::resolve::{OwnerRef, ResolveConfig};
+use crate::resolve::{OwnerMeta, OwnerRef, PodInfo, ResolveConfig};
 
 const NS: &str = "shop";
 const T0: u64 = 1_700_000_000_000;
@@ -248,6 +248,28 @@ async fn a_report_larger_than_the_pending_queue_is_still_acknowledged() {
         engine.ledger().written(&write.client, write.generation);
     }
     assert_eq!(settled(receipt).await, Some(Outcome::Written));
+}
+
+#[tokio::test]
+async fn a_repeat_does_not_wait_for_a_last_seen_refresh_still_queued() {
+    let mut engine = engine();
+    let (first, _) = report(8080, T0);
+    engine.ingest(first, T0 + SETTLED);
+    assert_eq!(write_all(&mut engine, T0), 1);
+    let refresh = EngineConfig::default().last_seen_refresh_ms;
+    let later = T0 + refresh;
+    let (moved, _) = report(8080, later);
+    engine.ingest(moved, later + SETTLED);
+    let queued = engine.due_writes(later + SETTLED);
+    assert_eq!(queued.len(), 1, "the lastSeen refresh is handed over");
+    assert!(!queued[0].urgent);
+    let (again, receipt) = report(8080, later + 100);
+    engine.ingest(again, later + 100 + SETTLED);
+    assert_eq!(
+        settled(receipt).await,
+        Some(Outcome::Written),
+        "its edge is written; only lastSeen waits in the refresh"
+    );
 }
 
 #[tokio::test]
