@@ -35,6 +35,8 @@ const PREPARED_REPORTS: usize = 24;
 /// Requests in flight at once during the ingest window (as from that many nodes: the operator
 /// answers a report once its edges are written, so one poster alone waits a flush per report).
 const POSTERS: usize = 16;
+/// The operator's counter of refused reports.
+const REFUSED: &str = "trafficmap_operator_reports_rejected_total";
 /// Length of the ingest window.
 const INGEST_WINDOW: Duration = Duration::from_secs(20);
 /// Age of the warm-up's and the ingest window's observations: past the operator's settle time
@@ -472,20 +474,15 @@ async fn ingest_window(
     }
     // Let the queue fill before the window opens.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = processed(&operator.metrics().await?);
+    let text = operator.metrics().await?;
+    let (before, refused_before) = (processed(&text), metric_sum(&text, REFUSED));
     let started = Instant::now();
     tokio::time::sleep(INGEST_WINDOW).await;
     let text = operator.metrics().await?;
     let after = processed(&text);
     let elapsed = started.elapsed().as_secs_f64();
-    for line in text.lines().filter(|l| {
-        l.starts_with("trafficmap_operator_reports_rejected_total")
-            || l.starts_with("trafficmap_operator_ack_wait_seconds_sum")
-            || l.starts_with("trafficmap_operator_ack_wait_seconds_count")
-            || l.starts_with("trafficmap_operator_observations_unresolved_total")
-    }) {
-        eprintln!("  after the ingest window: {line}");
-    }
+    let refused = metric_sum(&text, REFUSED) - refused_before;
+    eprintln!("  reports refused during the window (and sent again): {refused:.0}");
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await
