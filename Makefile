@@ -98,8 +98,9 @@ bench: ## Issue 8 figures on release builds with a control plane of its own (~15
 	$(CARGO) build --release --workspace --bins
 	mkdir -p target/bench-logs
 	$(CARGO) bench -p trafficmap-sniffer --bench dns_parse -- --warm-up-time 2 --measurement-time 5 >target/bench-logs/criterion.log 2>&1
+	$(CARGO) bench -p trafficmap-operator --bench engine_ingest >target/bench-logs/engine_ingest.log 2>target/bench-logs/engine_ingest.err
 	$(CONTROL_PLANE) up
-	./target/release/trafficmap-bench all; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
+	./target/release/trafficmap-bench all; rc=$$?; $(CONTROL_PLANE) down; cat target/bench-logs/engine_ingest.log; exit $$rc
 
 demo: go-binaries ## The ecom demo end to end, then the map (KEEP=1 leaves it running; root)
 	$(CARGO) build --workspace --bins
