@@ -16,12 +16,13 @@
 //! This is what makes a 202 mean "in the API server": a sniffer keeps what was not
 //! acknowledged and sends it again, so an operator killed before a write loses nothing.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 use trafficmap_api::WorkloadRef;
+
+use crate::fast_hash::FastMap;
 
 /// The outcome a [`Receipt`] resolves to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,8 +131,8 @@ pub struct Ledger {
 
 #[derive(Debug, Default)]
 struct LedgerInner {
-    written: HashMap<WorkloadRef, u64>,
-    waiting: HashMap<WorkloadRef, Vec<(u64, Hold)>>,
+    written: FastMap<WorkloadRef, u64>,
+    waiting: FastMap<WorkloadRef, Vec<(u64, Hold)>>,
 }
 
 impl Ledger {

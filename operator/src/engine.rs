@@ -19,7 +19,6 @@
 //! that only moves `lastSeen` of written edges waits for the last status that brought news,
 //! not for a later `lastSeen` refresh still queued behind thousands of others.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -32,6 +31,7 @@ mod events;
 pub use events::{ClusterEvent, Stamped};
 
 use crate::durable::{Hold, Ledger};
+use crate::fast_hash::{FastMap, FastSet};
 use crate::ingest::ReceivedReport;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::now_ms;
@@ -117,13 +117,13 @@ pub struct Engine {
     pending: PendingQueue<Waiting>,
     /// Settling observations that would only move `lastSeen` (see the module docs).
     refreshing: PendingQueue<Waiting>,
-    handed: HashMap<WorkloadRef, Handed>,
+    handed: FastMap<WorkloadRef, Handed>,
     /// Generation of the last status handed over, per client.
-    generations: HashMap<WorkloadRef, u64>,
+    generations: FastMap<WorkloadRef, u64>,
     /// Generation of the last status with news (urgent) handed over, per client.
-    news_generations: HashMap<WorkloadRef, u64>,
+    news_generations: FastMap<WorkloadRef, u64>,
     /// Clients with material changes not handed over yet.
-    dirty: HashSet<WorkloadRef>,
+    dirty: FastSet<WorkloadRef>,
     ledger: Arc<Ledger>,
     config: EngineConfig,
     metrics: Arc<Metrics>,
@@ -137,10 +137,10 @@ impl Engine {
             map: TrafficMap::new(),
             pending: PendingQueue::new(config.pending_capacity, config.pending_wait_ms),
             refreshing: PendingQueue::new(config.pending_capacity, config.pending_wait_ms),
-            handed: HashMap::new(),
-            generations: HashMap::new(),
-            news_generations: HashMap::new(),
-            dirty: HashSet::new(),
+            handed: FastMap::default(),
+            generations: FastMap::default(),
+            news_generations: FastMap::default(),
+            dirty: FastSet::default(),
             ledger: Arc::new(Ledger::default()),
             config,
             metrics,
@@ -203,6 +203,9 @@ impl Engine {
     /// waits for the statuses that carry its edges (see the module docs).
     pub fn ingest(&mut self, received: ReceivedReport, now: TimeMs) {
         let hold = received.hold;
+        // Clients whose edges the report brought: it waits for their statuses once, at the end,
+        // rather than once per observation.
+        let mut clients: FastSet<WorkloadRef> = FastSet::default();
         for obs in received.report.observations {
             if let Observation::Dns(dns) = &obs {
                 self.index.record_dns_answers(dns);
@@ -215,13 +218,15 @@ impl Engine {
                 ObservationOutcome::Pending(PendingReason::Settling)
             ) && self.pending.len().saturating_mul(2) >= self.config.pending_capacity
                 && self.only_refreshes(&obs, now);
-            let share = hold.as_ref().map(Hold::share);
             match self.fold(outcome, false) {
-                Folded::Done(client) => self.acknowledge(client, share),
+                Folded::Done(Some(client)) if hold.is_some() => {
+                    clients.insert(client);
+                }
+                Folded::Done(_) => {}
                 Folded::Pending => {
                     let waiting = Waiting {
                         obs,
-                        hold: share,
+                        hold: hold.as_ref().map(Hold::share),
                         hold_until_ms: now.saturating_add(self.config.pending_hold_ms),
                     };
                     let queue = if refresh {
@@ -242,6 +247,16 @@ impl Engine {
             }
         }
         if let Some(hold) = hold {
+            // No status is handed over during one report, so the generation each client needs
+            // now is the latest any of its observations needed.
+            let needed: Vec<_> = clients
+                .into_iter()
+                .map(|client| {
+                    let generation = self.needed_generation(&client);
+                    (client, generation)
+                })
+                .collect();
+            self.ledger.wait_for(needed, &hold);
             hold.written();
         }
         self.set_pending_gauge();
@@ -311,22 +326,28 @@ impl Engine {
         }
     }
 
-    /// Makes `hold` wait for the status of `client` that carries the edge just folded in: the
-    /// next one while the client has changes not handed over, else the last one handed over
-    /// with news (later ones only move `lastSeen`).
+    /// Makes `hold` wait for the status of `client` that carries the edge just folded in (see
+    /// [`Engine::needed_generation`]).
     fn acknowledge(&self, client: Option<WorkloadRef>, hold: Option<Hold>) {
         let Some(hold) = hold else {
             return;
         };
         if let Some(client) = client {
-            let generation = if self.dirty.contains(&client) {
-                self.generations.get(&client).copied().unwrap_or(0) + 1
-            } else {
-                self.news_generations.get(&client).copied().unwrap_or(0)
-            };
+            let generation = self.needed_generation(&client);
             self.ledger.wait_for([(client, generation)], &hold);
         }
         hold.written();
+    }
+
+    /// The generation of `client`'s status that carries the edges folded in so far: the next
+    /// one while the client has changes not handed over, else the last one handed over with
+    /// news (later ones only move `lastSeen`).
+    fn needed_generation(&self, client: &WorkloadRef) -> u64 {
+        if self.dirty.contains(client) {
+            self.generations.get(client).copied().unwrap_or(0) + 1
+        } else {
+            self.news_generations.get(client).copied().unwrap_or(0)
+        }
     }
 
     /// Folds an outcome into the map, marking its client dirty when its entry changed
@@ -501,8 +522,8 @@ impl Engine {
         if evicted > counted {
             self.metrics.dns_answers_evicted.inc_by(evicted - counted);
         }
-        let clients = self.map.clients().count();
-        let edges: usize = self.map.clients().map(|(_, e)| e.target_count()).sum();
+        let clients = self.map.client_count();
+        let edges = self.map.target_count();
         self.metrics.clients.set(clients as i64);
         self.metrics.edges.set(edges as i64);
     }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod durable;
 pub mod engine;
+pub mod fast_hash;
 pub mod ingest;
 pub mod leader;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! `ObservedTraffic` status so the operator can rebuild it on restart, and able to tell a
 //! material change from a mere `lastSeen` move (for write coalescing).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -15,6 +16,7 @@ use trafficmap_api::observed::{
 
 use super::TimeMs;
 use super::convert::time_ms;
+use crate::fast_hash::FastMap;
 
 /// An in-cluster target: sorted by namespace, name, kind, then Service.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -103,14 +105,37 @@ impl Facts {
 
     /// Merges `other` into `self`, returning what that changed.
     fn merge(&mut self, other: Facts) -> Change {
-        let before = self.clone();
-        self.ports.extend(other.ports);
-        self.dns_names.extend(other.dns_names);
-        self.ips.extend(other.ips);
-        self.seen_by.extend(other.seen_by);
-        self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
-        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
-        Facts::change(&before, self)
+        let mut material = false;
+        for port in other.ports {
+            material |= self.ports.insert(port);
+        }
+        for name in other.dns_names {
+            material |= self.dns_names.insert(name);
+        }
+        for ip in other.ips {
+            material |= self.ips.insert(ip);
+        }
+        for way in other.seen_by {
+            material |= self.seen_by.insert(way);
+        }
+        self.widen(other.first_seen_ms, other.last_seen_ms, material)
+    }
+
+    /// Widens the times to cover `first_seen_ms..=last_seen_ms` and says what changed, given
+    /// whether anything besides the times (`material`) already did. Runs per observation, so
+    /// it compares in place instead of against a copy.
+    fn widen(&mut self, first_seen_ms: TimeMs, last_seen_ms: TimeMs, material: bool) -> Change {
+        let earlier = first_seen_ms < self.first_seen_ms;
+        self.first_seen_ms = self.first_seen_ms.min(first_seen_ms);
+        let later = last_seen_ms > self.last_seen_ms;
+        self.last_seen_ms = self.last_seen_ms.max(last_seen_ms);
+        if material || earlier {
+            Change::Material
+        } else if later {
+            Change::LastSeenOnly
+        } else {
+            Change::Unchanged
+        }
     }
 
     /// Whether these facts already hold all that `edge` (to their target) tells, times
@@ -193,20 +218,33 @@ impl ClientEdges {
 
     /// Folds in one edge, returning what that changed.
     pub fn record(&mut self, edge: ObservedEdge) -> Change {
-        let mut facts = Facts::new(edge.first_seen_ms, edge.last_seen_ms);
-        facts.ports.extend(edge.port);
-        facts.seen_by.insert(edge.seen_by);
-        match edge.target {
+        let ObservedEdge {
+            target,
+            port,
+            dns_names,
+            seen_by,
+            first_seen_ms,
+            last_seen_ms,
+        } = edge;
+        let (facts, mut material) = match target {
             EdgeTarget::InCluster(key) => {
-                facts.dns_names.extend(edge.dns_names);
-                merge_into(&mut self.targets, key, facts)
+                let (facts, mut new) =
+                    facts_of(&mut self.targets, key, first_seen_ms, last_seen_ms);
+                for name in dns_names {
+                    new |= facts.dns_names.insert(name);
+                }
+                (facts, new)
             }
             EdgeTarget::Internet { dns_name, ip } => {
-                facts.ips.insert(ip);
                 let key = dns_name.map_or(InternetKey::Ip(ip), InternetKey::Domain);
-                merge_into(&mut self.internet, key, facts)
+                let (facts, new) = facts_of(&mut self.internet, key, first_seen_ms, last_seen_ms);
+                let new_ip = facts.ips.insert(ip);
+                (facts, new | new_ip)
             }
-        }
+        };
+        material |= port.is_some_and(|p| facts.ports.insert(p));
+        material |= facts.seen_by.insert(seen_by);
+        facts.widen(first_seen_ms, last_seen_ms, material)
     }
 
     /// What changed from `earlier` to `self`.
@@ -323,6 +361,19 @@ impl ClientEdges {
     }
 }
 
+/// The facts kept under `key`, and whether they are new (empty, over the edge's times).
+fn facts_of<K: Ord>(
+    map: &mut BTreeMap<K, Facts>,
+    key: K,
+    first_seen_ms: TimeMs,
+    last_seen_ms: TimeMs,
+) -> (&mut Facts, bool) {
+    match map.entry(key) {
+        Entry::Occupied(entry) => (entry.into_mut(), false),
+        Entry::Vacant(entry) => (entry.insert(Facts::new(first_seen_ms, last_seen_ms)), true),
+    }
+}
+
 fn merge_into<K: Ord>(map: &mut BTreeMap<K, Facts>, key: K, facts: Facts) -> Change {
     match map.get_mut(&key) {
         Some(existing) => existing.merge(facts),
@@ -342,10 +393,12 @@ fn from_time(time: &Time) -> TimeMs {
     time_ms(time).unwrap_or(0)
 }
 
-/// The per-client map of everything observed.
+/// The per-client map of everything observed. Hashed rather than sorted: every observation
+/// looks up its client, and a search among thousands of names costs more than sorting them
+/// once per flush.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrafficMap {
-    clients: BTreeMap<WorkloadRef, ClientEdges>,
+    clients: FastMap<WorkloadRef, ClientEdges>,
 }
 
 impl TrafficMap {
@@ -357,6 +410,11 @@ impl TrafficMap {
     /// Folds in an edge of `client`, returning what that changed for the client's status;
     /// `None` when the client's edges refuse it (see [`ClientEdges::accepts`]).
     pub fn record(&mut self, client: &WorkloadRef, edge: ObservedEdge) -> Option<Change> {
+        // Looked up before inserting: cloning the client's name per observation costs more
+        // than the second search on its first one.
+        if let Some(edges) = self.clients.get_mut(client) {
+            return edges.accepts(&edge).then(|| edges.record(edge));
+        }
         let edges = self.clients.entry(client.clone()).or_default();
         edges.accepts(&edge).then(|| edges.record(edge))
     }
@@ -375,7 +433,19 @@ impl TrafficMap {
 
     /// All clients, sorted.
     pub fn clients(&self) -> impl Iterator<Item = (&WorkloadRef, &ClientEdges)> {
-        self.clients.iter()
+        let mut clients: Vec<_> = self.clients.iter().collect();
+        clients.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        clients.into_iter()
+    }
+
+    /// Number of clients.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Number of targets of all clients, in-cluster and internet.
+    pub fn target_count(&self) -> usize {
+        self.clients.values().map(ClientEdges::target_count).sum()
     }
 
     /// Forgets one client (e.g. after `kubectl trafficmap reset`).

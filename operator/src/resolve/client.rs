@@ -51,8 +51,8 @@ impl Index {
             return ClientResolution::Pending(PendingReason::Settling);
         }
         if let Some(uid) = &client.pod_uid {
-            return match self.pods.get(uid) {
-                Some(pod) => self.workload_of(pod, attempt).into(),
+            return match self.pod_workload(uid, attempt) {
+                Some(named) => named.into(),
                 None => Err(Unresolved::wait(
                     PendingReason::UnknownPod(uid.clone()),
                     attempt,
@@ -63,8 +63,8 @@ impl Index {
         let ip = client.ip;
         match self.pods.holder(ip, seen) {
             Lookup::Held(uid) => {
-                return match self.pods.get(&uid) {
-                    Some(pod) => self.workload_of(pod, attempt).into(),
+                return match self.pod_workload(&uid, attempt) {
+                    Some(named) => named.into(),
                     None => Err(Unresolved::wait(PendingReason::UnknownPod(uid), attempt)).into(),
                 };
             }

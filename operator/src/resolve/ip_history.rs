@@ -23,10 +23,10 @@
 //! Closed intervals are kept for `retention_ms` after they end; lookups that start before the
 //! retention horizon are [`Lookup::Expired`] instead of trusting a history that was cut.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::{SeenRange, TimeMs};
+use crate::fast_hash::FastMap;
 
 /// One holder's claim on an IP.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub enum Lookup<K> {
 /// Holdings of IPs over time, keyed by the holder type `K`.
 #[derive(Clone, Debug)]
 pub struct IpHistory<K> {
-    by_ip: HashMap<IpAddr, Vec<Holding<K>>>,
+    by_ip: FastMap<IpAddr, Vec<Holding<K>>>,
     retention_ms: u64,
     guard_ms: u64,
     complete_since_ms: TimeMs,
@@ -64,7 +64,7 @@ impl<K: Clone + Eq> IpHistory<K> {
     /// boundaries as uncertain by `guard_ms`; holders before `complete_since_ms` may be unknown.
     pub fn new(retention_ms: u64, guard_ms: u64, complete_since_ms: TimeMs) -> Self {
         IpHistory {
-            by_ip: HashMap::new(),
+            by_ip: FastMap::default(),
             retention_ms,
             guard_ms,
             complete_since_ms,

@@ -27,11 +27,15 @@ pub mod pods;
 pub mod services;
 pub mod target;
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
+use trafficmap_api::observed::WorkloadRef;
 use trafficmap_api::report::{ClientId, DnsObservation};
+
+use crate::fast_hash::FastMap;
 
 pub use aggregate::{Change, ClientEdges, EdgeTarget, ObservedEdge, TargetKey, TrafficMap};
 pub use cidr::IpCidr;
@@ -229,6 +233,11 @@ pub struct Index {
     services: ServiceIndex,
     nodes: NodeIndex,
     dns: DnsAnswers,
+    /// Workloads named with every owner known, by pod UID: every observation names its client
+    /// and its backends, and walking their owners each time costs more than all the rest of
+    /// the resolution. An entry goes when its pod changes; all go when an owner changes or
+    /// history is forgotten.
+    workloads: RefCell<FastMap<String, WorkloadRef>>,
 }
 
 impl Index {
@@ -251,6 +260,7 @@ impl Index {
                 config.max_dns_answers,
             ),
             config,
+            workloads: RefCell::default(),
         }
     }
 
@@ -261,6 +271,7 @@ impl Index {
 
     /// A pod was added or changed.
     pub fn apply_pod(&mut self, pod: PodInfo, at_ms: TimeMs) {
+        self.workloads.get_mut().remove(&pod.uid);
         self.pods.apply(pod, at_ms);
     }
 
@@ -271,7 +282,9 @@ impl Index {
 
     /// An owner (ReplicaSet, Deployment, Job, ...) was added or changed.
     pub fn apply_owner(&mut self, owner: OwnerMeta) {
-        self.owners.apply(owner);
+        if self.owners.apply(owner) {
+            self.workloads.get_mut().clear();
+        }
     }
 
     /// An owner was deleted.
@@ -330,6 +343,7 @@ impl Index {
 
     /// Forgets whatever ended more than the retention before `now_ms`.
     pub fn gc(&mut self, now_ms: TimeMs) {
+        self.workloads.get_mut().clear();
         self.pods.gc(now_ms);
         self.owners.gc(now_ms);
         self.services.gc(now_ms);
@@ -353,18 +367,33 @@ impl Index {
         !attempt.last && seen.last_ms.saturating_add(self.config.settle_ms) > attempt.now_ms
     }
 
-    /// The workload of `pod`, or why not (yet).
-    fn workload_of(
-        &self,
-        pod: &PodInfo,
-        attempt: Attempt,
-    ) -> Result<trafficmap_api::WorkloadRef, Unresolved> {
-        let missing = if attempt.last {
-            MissingOwner::IsRoot
-        } else {
-            MissingOwner::Wait
+    /// The workload of the pod `uid`, or why not (yet); `None` for an unknown pod.
+    fn pod_workload(&self, uid: &str, attempt: Attempt) -> Option<Result<WorkloadRef, Unresolved>> {
+        if let Some(workload) = self.workloads.borrow().get(uid) {
+            return Some(Ok(workload.clone()));
+        }
+        self.pods.get(uid).map(|pod| self.workload_of(pod, attempt))
+    }
+
+    /// The workload of `pod`, or why not (yet). Only names found with every owner known are
+    /// remembered: on a last attempt a missing owner is taken as the root, for this once.
+    fn workload_of(&self, pod: &PodInfo, attempt: Attempt) -> Result<WorkloadRef, Unresolved> {
+        if let Some(workload) = self.workloads.borrow().get(&pod.uid) {
+            return Ok(workload.clone());
+        }
+        let named = match naming::workload_for_pod(pod, &self.owners, MissingOwner::Wait) {
+            Err(NamingError::OwnerNotKnown { .. }) if attempt.last => {
+                naming::workload_for_pod(pod, &self.owners, MissingOwner::IsRoot)
+            }
+            Ok(workload) => {
+                self.workloads
+                    .borrow_mut()
+                    .insert(pod.uid.clone(), workload.clone());
+                Ok(workload)
+            }
+            other => other,
         };
-        naming::workload_for_pod(pod, &self.owners, missing).map_err(|e| match e {
+        named.map_err(|e| match e {
             NamingError::OwnerNotKnown { .. } => {
                 Unresolved::Pending(PendingReason::UnknownOwner(e))
             }

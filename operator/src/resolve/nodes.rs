@@ -1,12 +1,12 @@
 //! Nodes: which node held each node IP over time, and the pod ranges nodes announce.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::cidr::IpCidr;
 use super::inputs::NodeInfo;
 use super::ip_history::{IpHistory, Lookup};
 use super::{SeenRange, TimeMs};
+use crate::fast_hash::FastMap;
 
 #[derive(Clone, Debug)]
 struct NodeRecord {
@@ -17,7 +17,7 @@ struct NodeRecord {
 /// Nodes and the node IP history.
 #[derive(Clone, Debug)]
 pub struct NodeIndex {
-    by_name: HashMap<String, NodeRecord>,
+    by_name: FastMap<String, NodeRecord>,
     ips: IpHistory<String>,
 }
 
@@ -25,7 +25,7 @@ impl NodeIndex {
     /// An empty index; see [`IpHistory::new`] for the parameters.
     pub fn new(retention_ms: u64, guard_ms: u64, complete_since_ms: TimeMs) -> Self {
         NodeIndex {
-            by_name: HashMap::new(),
+            by_name: FastMap::default(),
             ips: IpHistory::new(retention_ms, guard_ms, complete_since_ms),
         }
     }

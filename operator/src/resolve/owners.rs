@@ -1,9 +1,8 @@
 //! Owner objects (ReplicaSets, Deployments, Jobs, CronJobs, ...) by UID, for the owner walk.
 
-use std::collections::HashMap;
-
 use super::TimeMs;
 use super::inputs::{OwnerMeta, OwnerRef};
+use crate::fast_hash::FastMap;
 
 /// An API group and kind, e.g. `apps` / `ReplicaSet`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -47,7 +46,7 @@ struct OwnerRecord {
 /// the right workload).
 #[derive(Clone, Debug)]
 pub struct OwnerIndex {
-    by_uid: HashMap<String, OwnerRecord>,
+    by_uid: FastMap<String, OwnerRecord>,
     watched: Vec<GroupKind>,
     retention_ms: u64,
 }
@@ -57,21 +56,26 @@ impl OwnerIndex {
     /// `retention_ms`.
     pub fn new(watched: Vec<GroupKind>, retention_ms: u64) -> Self {
         OwnerIndex {
-            by_uid: HashMap::new(),
+            by_uid: FastMap::default(),
             watched,
             retention_ms,
         }
     }
 
-    /// Adds or updates an owner.
-    pub fn apply(&mut self, meta: OwnerMeta) {
-        self.by_uid.insert(
-            meta.uid.clone(),
-            OwnerRecord {
-                meta,
-                deleted_at_ms: None,
-            },
-        );
+    /// Adds or updates an owner; true when it replaced a different description of the same
+    /// UID (which may rename the workloads below it), false for a new UID or a repeat.
+    pub fn apply(&mut self, meta: OwnerMeta) -> bool {
+        let record = OwnerRecord {
+            meta,
+            deleted_at_ms: None,
+        };
+        match self.by_uid.insert(record.meta.uid.clone(), record) {
+            Some(old) => self
+                .by_uid
+                .get(&old.meta.uid)
+                .is_some_and(|r| r.meta != old.meta),
+            None => false,
+        }
     }
 
     /// Marks an owner deleted at `at_ms`; it is forgotten after the retention.

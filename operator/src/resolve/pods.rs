@@ -5,12 +5,12 @@
 //! (`Succeeded`/`Failed`) release their IPs when seen terminated, although `status.podIPs` still
 //! lists them, because the IPs may already belong to new pods.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::inputs::PodInfo;
 use super::ip_history::{IpHistory, Lookup};
 use super::{SeenRange, TimeMs};
+use crate::fast_hash::FastMap;
 
 #[derive(Clone, Debug)]
 struct PodRecord {
@@ -22,8 +22,8 @@ struct PodRecord {
 /// Pods, including recently deleted ones, and the pod IP history.
 #[derive(Clone, Debug)]
 pub struct PodStore {
-    by_uid: HashMap<String, PodRecord>,
-    by_name: HashMap<(String, String), String>,
+    by_uid: FastMap<String, PodRecord>,
+    by_name: FastMap<(String, String), String>,
     ips: IpHistory<String>,
     retention_ms: u64,
 }
@@ -32,8 +32,8 @@ impl PodStore {
     /// An empty store; see [`IpHistory::new`] for the parameters.
     pub fn new(retention_ms: u64, guard_ms: u64, complete_since_ms: TimeMs) -> Self {
         PodStore {
-            by_uid: HashMap::new(),
-            by_name: HashMap::new(),
+            by_uid: FastMap::default(),
+            by_name: FastMap::default(),
             ips: IpHistory::new(retention_ms, guard_ms, complete_since_ms),
             retention_ms,
         }

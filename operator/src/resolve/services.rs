@@ -8,7 +8,7 @@
 //! one of its workloads), never as the wrong single one. Membership before the first slice of a
 //! Service was seen is unknown, which the lookup reports as [`Backends::Known::complete`] false.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use trafficmap_api::observed::PortProtocol;
@@ -16,6 +16,7 @@ use trafficmap_api::observed::PortProtocol;
 use super::inputs::{EndpointPortInfo, EndpointSliceInfo, ServiceInfo};
 use super::ip_history::{IpHistory, Lookup};
 use super::{SeenRange, ServiceKey, TimeMs};
+use crate::fast_hash::FastMap;
 
 /// What an endpoint points at.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -85,10 +86,10 @@ pub struct ServiceTiming {
 /// Services, ClusterIP history, EndpointSlices and backend membership history.
 #[derive(Clone, Debug)]
 pub struct ServiceIndex {
-    services: HashMap<ServiceKey, ServiceRecord>,
+    services: FastMap<ServiceKey, ServiceRecord>,
     cluster_ips: IpHistory<ServiceKey>,
-    slices: HashMap<(String, String), EndpointSliceInfo>,
-    backends: HashMap<ServiceKey, BackendHistory>,
+    slices: FastMap<(String, String), EndpointSliceInfo>,
+    backends: FastMap<ServiceKey, BackendHistory>,
     timing: ServiceTiming,
 }
 
@@ -96,10 +97,10 @@ impl ServiceIndex {
     /// An empty index.
     pub fn new(timing: ServiceTiming) -> Self {
         ServiceIndex {
-            services: HashMap::new(),
+            services: FastMap::default(),
             cluster_ips: IpHistory::new(timing.retention_ms, timing.guard_ms, timing.started_at_ms),
-            slices: HashMap::new(),
-            backends: HashMap::new(),
+            slices: FastMap::default(),
+            backends: FastMap::default(),
             timing,
         }
     }

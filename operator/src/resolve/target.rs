@@ -164,20 +164,23 @@ impl Index {
                 return TargetResolution::Pending(PendingReason::UnknownBackends(key.clone()));
             }
         };
-        let mut workloads = std::collections::BTreeSet::new();
+        // The one workload behind every backend, if there is exactly one.
+        let mut only: Option<WorkloadRef> = None;
+        let mut several = false;
         let mut unknown = false;
         for target in &targets {
             match self.backend_workload(target, &key.namespace, seen, attempt) {
-                Ok(w) => {
-                    workloads.insert(w);
-                }
+                Ok(w) => match &only {
+                    None => only = Some(w),
+                    Some(first) => several |= *first != w,
+                },
                 Err(Unresolved::Pending(reason)) => return TargetResolution::Pending(reason),
                 Err(Unresolved::Dropped(_)) => unknown = true,
             }
         }
-        match workloads.into_iter().collect::<Vec<_>>().as_slice() {
-            [only] if complete && !unknown => TargetResolution::Workload {
-                workload: only.clone(),
+        match only {
+            Some(workload) if complete && !unknown && !several => TargetResolution::Workload {
+                workload,
                 via_service: Some(key.name.clone()),
             },
             _ => service_target(key),
@@ -192,10 +195,11 @@ impl Index {
         seen: SeenRange,
         attempt: Attempt,
     ) -> Result<WorkloadRef, Unresolved> {
+        let held;
         let uid = match target {
-            BackendTarget::Pod(uid) => uid.clone(),
+            BackendTarget::Pod(uid) => uid.as_str(),
             BackendTarget::PodName(name) => match self.pods.uid_by_name(namespace, name) {
-                Some(uid) => uid.to_string(),
+                Some(uid) => uid,
                 None => {
                     return Err(Unresolved::wait(
                         PendingReason::UnknownPod(name.clone()),
@@ -204,14 +208,19 @@ impl Index {
                 }
             },
             BackendTarget::Address(ip) => match self.pods.holder(*ip, seen) {
-                Lookup::Held(uid) => uid,
+                Lookup::Held(uid) => {
+                    held = uid;
+                    held.as_str()
+                }
                 _ => return Err(Unresolved::Dropped(DropReason::AmbiguousIp(*ip))),
             },
         };
-        match self.pods.get(&uid) {
-            Some(pod) => self.workload_of(pod, attempt),
-            None => Err(Unresolved::wait(PendingReason::UnknownPod(uid), attempt)),
-        }
+        self.pod_workload(uid, attempt).unwrap_or_else(|| {
+            Err(Unresolved::wait(
+                PendingReason::UnknownPod(uid.to_string()),
+                attempt,
+            ))
+        })
     }
 
     fn pod_target(

@@ -494,3 +494,85 @@ fn clients_in_an_excluded_namespace_are_skipped_but_stay_targets() {
     );
     assert!(matches!(got, ObservationOutcome::Edges { .. }), "{got:?}");
 }
+
+fn client_at(index: &Index, pod_uid: &str, t: TimeMs) -> ClientResolution {
+    index.resolve_client(
+        &client("10.244.0.5", Some(pod_uid)),
+        at(t),
+        attempt_after(t),
+    )
+}
+
+#[test]
+fn a_replica_set_adopted_by_a_deployment_renames_its_pods_workload() {
+    let mut idx = index();
+    let rs = OwnerMeta {
+        uid: "uid-cart-rs".into(),
+        kind: "ReplicaSet".into(),
+        name: "cart-rs".into(),
+        namespace: NS.into(),
+        owner: None,
+    };
+    idx.apply_owner(rs.clone());
+    idx.apply_pod(
+        pod("c1", "10.244.0.5", Some(owner_ref("ReplicaSet", "cart-rs"))),
+        CREATED,
+    );
+    let alone = workload("cart-rs", "ReplicaSet");
+    assert_eq!(client_at(&idx, "c1", T), ClientResolution::Workload(alone));
+    assert_eq!(
+        target_at(&idx, "10.244.0.5", 80, T),
+        wl("cart-rs", "ReplicaSet", None)
+    );
+
+    deployment(&mut idx, "cart");
+    let adopted = workload("cart", "Deployment");
+    assert_eq!(
+        client_at(&idx, "c1", T),
+        ClientResolution::Workload(adopted)
+    );
+    assert_eq!(
+        target_at(&idx, "10.244.0.5", 80, T),
+        wl("cart", "Deployment", None)
+    );
+    // The same description again changes nothing.
+    idx.apply_owner(OwnerMeta {
+        owner: Some(owner_ref("Deployment", "cart")),
+        ..rs
+    });
+    assert_eq!(
+        target_at(&idx, "10.244.0.5", 80, T),
+        wl("cart", "Deployment", None)
+    );
+}
+
+#[test]
+fn a_pods_new_workload_annotation_names_it_at_once() {
+    let mut idx = index();
+    deployment_pod(&mut idx, "cart", "c1", "10.244.0.5");
+    assert_eq!(
+        target_at(&idx, "10.244.0.5", 80, T),
+        wl("cart", "Deployment", None)
+    );
+    let mut annotated = pod("c1", "10.244.0.5", Some(owner_ref("ReplicaSet", "cart-rs")));
+    annotated.workload_name_annotation = Some("checkout".into());
+    idx.apply_pod(annotated, CREATED + 1);
+    let named = workload("checkout", naming::ANNOTATED_WORKLOAD_KIND);
+    assert_eq!(client_at(&idx, "c1", T), ClientResolution::Workload(named));
+}
+
+#[test]
+fn a_root_taken_for_a_missing_owner_on_a_last_attempt_is_not_kept() {
+    let mut idx = index();
+    idx.apply_pod(
+        pod("c1", "10.244.0.5", Some(owner_ref("ReplicaSet", "cart-rs"))),
+        CREATED,
+    );
+    let last = idx.resolve_target(ip("10.244.0.5"), tcp(80), at(T), &[], Attempt::last(T));
+    assert_eq!(last, wl("cart-rs", "ReplicaSet", None));
+    deployment(&mut idx, "cart");
+    assert_eq!(
+        target_at(&idx, "10.244.0.5", 80, T),
+        wl("cart", "Deployment", None)
+    );
+}
