@@ -36,8 +36,8 @@ use crate::ingest::ReceivedReport;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::now_ms;
 use crate::resolve::{
-    Attempt, Change, ClientEdges, Index, ObservationOutcome, PendingQueue, PendingReason,
-    SkipReason, TimeMs, TrafficMap,
+    Attempt, Change, Index, ObservationOutcome, PendingQueue, PendingReason, SkipReason, TimeMs,
+    TrafficMap,
 };
 
 /// Default of [`EngineConfig::pending_hold_ms`]: the settle time, a retry and some slack for
@@ -103,13 +103,6 @@ enum Folded {
     Done(Option<WorkloadRef>),
 }
 
-/// What was last handed to the writer for a client.
-#[derive(Clone, Debug)]
-struct Handed {
-    edges: ClientEdges,
-    at_ms: TimeMs,
-}
-
 /// The engine's state; see the module docs.
 pub struct Engine {
     index: Index,
@@ -117,7 +110,9 @@ pub struct Engine {
     pending: PendingQueue<Waiting>,
     /// Settling observations that would only move `lastSeen` (see the module docs).
     refreshing: PendingQueue<Waiting>,
-    handed: FastMap<WorkloadRef, Handed>,
+    /// When each client's last status was handed to the writer (the map keeps what changed
+    /// since).
+    handed_at: FastMap<WorkloadRef, TimeMs>,
     /// Generation of the last status handed over, per client.
     generations: FastMap<WorkloadRef, u64>,
     /// Generation of the last status with news (urgent) handed over, per client.
@@ -137,7 +132,7 @@ impl Engine {
             map: TrafficMap::new(),
             pending: PendingQueue::new(config.pending_capacity, config.pending_wait_ms),
             refreshing: PendingQueue::new(config.pending_capacity, config.pending_wait_ms),
-            handed: FastMap::default(),
+            handed_at: FastMap::default(),
             generations: FastMap::default(),
             news_generations: FastMap::default(),
             dirty: FastSet::default(),
@@ -156,14 +151,8 @@ impl Engine {
                 tracing::warn!(name = ?object.metadata.name, %err, "cannot restore ObservedTraffic");
             }
         }
-        for (client, edges) in self.map.clients() {
-            self.handed.insert(
-                client.clone(),
-                Handed {
-                    edges: edges.clone(),
-                    at_ms: now,
-                },
-            );
+        for (client, _, _) in self.map.clients() {
+            self.handed_at.insert(client.clone(), now);
         }
         self.update_gauges();
     }
@@ -190,7 +179,7 @@ impl Engine {
                 if self.map.remove(&client).is_some() {
                     tracing::info!(client = %client.name, namespace = %client.namespace, "map entry reset");
                 }
-                self.handed.remove(&client);
+                self.handed_at.remove(&client);
                 self.news_generations.remove(&client);
                 self.dirty.remove(&client);
                 self.ledger.forget(&client);
@@ -426,9 +415,9 @@ impl Engine {
             .dirty
             .iter()
             .filter(|client| {
-                self.handed
+                self.handed_at
                     .get(*client)
-                    .is_none_or(|handed| now.saturating_sub(handed.at_ms) >= interval)
+                    .is_none_or(|at_ms| now.saturating_sub(*at_ms) >= interval)
             })
             .cloned()
             .collect();
@@ -454,12 +443,12 @@ impl Engine {
     /// `lastSeen` times once it is [`EngineConfig::last_seen_refresh_ms`] old.
     fn collect_writes(&mut self, now: TimeMs, min_age_ms: u64) -> Vec<StatusWrite> {
         let mut due = Vec::new();
-        for (client, edges) in self.map.clients() {
-            let (write, urgent) = match self.handed.get(client) {
+        for (client, edges, change) in self.map.clients() {
+            let (write, urgent) = match self.handed_at.get(client) {
                 None => (true, true),
-                Some(handed) => {
-                    let age = now.saturating_sub(handed.at_ms);
-                    match edges.change_since(&handed.edges) {
+                Some(at_ms) => {
+                    let age = now.saturating_sub(*at_ms);
+                    match change {
                         Change::Unchanged => (false, false),
                         Change::LastSeenOnly => (age >= self.config.last_seen_refresh_ms, false),
                         Change::Material => (age >= min_age_ms, true),
@@ -498,15 +487,8 @@ impl Engine {
                     .insert(write.client.clone(), write.generation);
             }
             self.dirty.remove(&write.client);
-            if let Some(edges) = self.map.get(&write.client) {
-                self.handed.insert(
-                    write.client.clone(),
-                    Handed {
-                        edges: edges.clone(),
-                        at_ms: now,
-                    },
-                );
-            }
+            self.map.mark_handed(&write.client);
+            self.handed_at.insert(write.client.clone(), now);
         }
     }
 

@@ -146,6 +146,7 @@ impl Facts {
             && self.first_seen_ms <= edge.first_seen_ms
     }
 
+    #[cfg(test)]
     fn change(before: &Facts, after: &Facts) -> Change {
         let same_but_last_seen = Facts {
             last_seen_ms: after.last_seen_ms,
@@ -247,7 +248,9 @@ impl ClientEdges {
         facts.widen(first_seen_ms, last_seen_ms, material)
     }
 
-    /// What changed from `earlier` to `self`.
+    /// What changed from `earlier` to `self` (the engine tracks this as it records, see
+    /// [`TrafficMap::clients`]; tests compare whole maps with it).
+    #[cfg(test)]
     pub fn change_since(&self, earlier: &ClientEdges) -> Change {
         fn compare<K: Ord>(a: &BTreeMap<K, Facts>, b: &BTreeMap<K, Facts>) -> Change {
             if !a.keys().eq(b.keys()) {
@@ -398,7 +401,36 @@ fn from_time(time: &Time) -> TimeMs {
 /// once per flush.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrafficMap {
-    clients: FastMap<WorkloadRef, ClientEdges>,
+    clients: FastMap<WorkloadRef, ClientEntry>,
+}
+
+/// One client's edges, and the largest change to them since its status was last handed to the
+/// writer (see [`TrafficMap::mark_handed`]): what a copy of the handed edges would tell, without
+/// keeping one per client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ClientEntry {
+    edges: ClientEdges,
+    unhanded: Change,
+}
+
+impl ClientEntry {
+    /// A client first seen now: everything about it is news.
+    fn new() -> Self {
+        ClientEntry {
+            edges: ClientEdges::default(),
+            unhanded: Change::Material,
+        }
+    }
+
+    /// [`TrafficMap::record`] for this client.
+    fn record(&mut self, edge: ObservedEdge) -> Option<Change> {
+        if !self.edges.accepts(&edge) {
+            return None;
+        }
+        let change = self.edges.record(edge);
+        self.unhanded = self.unhanded.max(change);
+        Some(change)
+    }
 }
 
 impl TrafficMap {
@@ -412,30 +444,44 @@ impl TrafficMap {
     pub fn record(&mut self, client: &WorkloadRef, edge: ObservedEdge) -> Option<Change> {
         // Looked up before inserting: cloning the client's name per observation costs more
         // than the second search on its first one.
-        if let Some(edges) = self.clients.get_mut(client) {
-            return edges.accepts(&edge).then(|| edges.record(edge));
+        if let Some(entry) = self.clients.get_mut(client) {
+            return entry.record(edge);
         }
-        let edges = self.clients.entry(client.clone()).or_default();
-        edges.accepts(&edge).then(|| edges.record(edge))
+        self.clients
+            .entry(client.clone())
+            .or_insert_with(ClientEntry::new)
+            .record(edge)
     }
 
     /// Whether recording `edge` for `client` would change more than `lastSeen`.
     pub fn is_news(&self, client: &WorkloadRef, edge: &ObservedEdge) -> bool {
         self.clients
             .get(client)
-            .is_none_or(|edges| edges.is_news(edge))
+            .is_none_or(|entry| entry.edges.is_news(edge))
     }
 
     /// One client's edges.
     pub fn get(&self, client: &WorkloadRef) -> Option<&ClientEdges> {
-        self.clients.get(client)
+        self.clients.get(client).map(|entry| &entry.edges)
     }
 
-    /// All clients, sorted.
-    pub fn clients(&self) -> impl Iterator<Item = (&WorkloadRef, &ClientEdges)> {
-        let mut clients: Vec<_> = self.clients.iter().collect();
+    /// All clients, sorted, with the largest change to each since its status was last handed
+    /// over ([`Change::Material`] for one never handed over).
+    pub fn clients(&self) -> impl Iterator<Item = (&WorkloadRef, &ClientEdges, Change)> {
+        let mut clients: Vec<_> = self
+            .clients
+            .iter()
+            .map(|(client, entry)| (client, &entry.edges, entry.unhanded))
+            .collect();
         clients.sort_unstable_by(|a, b| a.0.cmp(b.0));
         clients.into_iter()
+    }
+
+    /// The client's status, as it is now, was handed to the writer.
+    pub fn mark_handed(&mut self, client: &WorkloadRef) {
+        if let Some(entry) = self.clients.get_mut(client) {
+            entry.unhanded = Change::Unchanged;
+        }
     }
 
     /// Number of clients.
@@ -445,12 +491,15 @@ impl TrafficMap {
 
     /// Number of targets of all clients, in-cluster and internet.
     pub fn target_count(&self) -> usize {
-        self.clients.values().map(ClientEdges::target_count).sum()
+        self.clients
+            .values()
+            .map(|entry| entry.edges.target_count())
+            .sum()
     }
 
     /// Forgets one client (e.g. after `kubectl trafficmap reset`).
     pub fn remove(&mut self, client: &WorkloadRef) -> Option<ClientEdges> {
-        self.clients.remove(client)
+        self.clients.remove(client).map(|entry| entry.edges)
     }
 
     /// Forgets everything.
@@ -467,12 +516,19 @@ impl TrafficMap {
         for ot in objects {
             let Some(status) = &ot.status else { continue };
             let edges = ClientEdges::from_status(status)?;
-            let entry = self.clients.entry(ot.spec.client.clone()).or_default();
+            // What is stored counts as handed over (written).
+            let entry = self
+                .clients
+                .entry(ot.spec.client.clone())
+                .or_insert_with(|| ClientEntry {
+                    edges: ClientEdges::default(),
+                    unhanded: Change::Unchanged,
+                });
             for (key, facts) in edges.targets {
-                merge_into(&mut entry.targets, key, facts);
+                merge_into(&mut entry.edges.targets, key, facts);
             }
             for (key, facts) in edges.internet {
-                merge_into(&mut entry.internet, key, facts);
+                merge_into(&mut entry.edges.internet, key, facts);
             }
         }
         Ok(())

@@ -243,6 +243,7 @@ fn map_is_rebuilt_from_stored_observed_traffic_after_a_restart() {
     }
     let mut ot = ObservedTraffic::for_client(client());
     ot.status = Some(map.get(&client()).expect("client").to_status());
+    map.mark_handed(&client());
     // Through JSON, as the API server stores it (times in whole seconds).
     let stored: ObservedTraffic =
         serde_json::from_value(serde_json::to_value(&ot).expect("serializes")).expect("parses");
@@ -255,6 +256,38 @@ fn map_is_rebuilt_from_stored_observed_traffic_after_a_restart() {
         Change::Unchanged
     );
     assert_eq!(rebuilt, map);
+    let (_, _, change) = rebuilt.clients().next().expect("one client");
+    assert_eq!(
+        change,
+        Change::Unchanged,
+        "what is stored counts as handed over"
+    );
+}
+
+#[test]
+fn the_map_tells_what_changed_since_a_clients_status_was_handed_over() {
+    let change = |map: &TrafficMap| map.clients().next().map(|(_, _, change)| change);
+    let cart = || workload("cart", "Deployment", Some("cart"));
+    let mut map = TrafficMap::new();
+    map.record(&client(), edge(cart(), tcp(80), SeenBy::Tcp, 1_000, 2_000));
+    assert_eq!(change(&map), Some(Change::Material), "a new client");
+    map.mark_handed(&client());
+    assert_eq!(change(&map), Some(Change::Unchanged));
+    map.record(&client(), edge(cart(), tcp(80), SeenBy::Tcp, 1_000, 5_000));
+    assert_eq!(change(&map), Some(Change::LastSeenOnly));
+    map.record(
+        &client(),
+        edge(cart(), tcp(8080), SeenBy::Tcp, 1_000, 5_000),
+    );
+    map.record(&client(), edge(cart(), tcp(80), SeenBy::Tcp, 1_000, 6_000));
+    assert_eq!(
+        change(&map),
+        Some(Change::Material),
+        "a later lastSeen hides no new port"
+    );
+    map.mark_handed(&client());
+    map.record(&client(), edge(cart(), tcp(80), SeenBy::Tcp, 1_000, 6_000));
+    assert_eq!(change(&map), Some(Change::Unchanged), "a repeat");
 }
 
 #[test]
