@@ -30,6 +30,11 @@ const REPORT_QUEUE: usize = 256;
 /// How long shutdown may take before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// mimalloc instead of glibc's malloc: reports are decoded on the ingest tasks' threads and
+/// freed on the engine's, a pattern that leaves glibc's per-thread arenas holding freed memory.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
