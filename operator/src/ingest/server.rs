@@ -196,6 +196,9 @@ async fn accept(state: &Ingest, request: Request) -> Result<usize, Refusal> {
     };
     let report = Report::from_json(&bytes)
         .map_err(|err| (StatusCode::BAD_REQUEST, "malformed", err.to_string()))?;
+    // The request now waits for its edges to be written, up to the ack timeout: without its
+    // body (up to --max-body-bytes), which every sniffer's outstanding report would hold.
+    drop(bytes);
     let count = report.observations.len();
     let (hold, receipt) = Hold::new();
     let received = ReceivedReport {
