@@ -414,7 +414,7 @@ async fn service_only_targets(kube: &kube::Client) -> Result<usize> {
         .iter()
         .filter_map(|ot| ot.status.as_ref())
         .flat_map(|status| &status.targets)
-        .filter(|target| target.kind == "Service")
+        .filter(|target| target.kind == trafficmap_api::render::SERVICE_KIND)
         .count())
 }
 

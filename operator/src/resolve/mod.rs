@@ -369,18 +369,28 @@ impl Index {
 
     /// The workload of the pod `uid`, or why not (yet); `None` for an unknown pod.
     fn pod_workload(&self, uid: &str, attempt: Attempt) -> Option<Result<WorkloadRef, Unresolved>> {
-        if let Some(workload) = self.workloads.borrow().get(uid) {
-            return Some(Ok(workload.clone()));
+        match self.remembered(uid) {
+            Some(workload) => Some(Ok(workload)),
+            None => self.pods.get(uid).map(|pod| self.name_pod(pod, attempt)),
         }
-        self.pods.get(uid).map(|pod| self.workload_of(pod, attempt))
     }
 
-    /// The workload of `pod`, or why not (yet). Only names found with every owner known are
-    /// remembered: on a last attempt a missing owner is taken as the root, for this once.
+    /// The workload of `pod`, or why not (yet).
     fn workload_of(&self, pod: &PodInfo, attempt: Attempt) -> Result<WorkloadRef, Unresolved> {
-        if let Some(workload) = self.workloads.borrow().get(&pod.uid) {
-            return Ok(workload.clone());
+        match self.remembered(&pod.uid) {
+            Some(workload) => Ok(workload),
+            None => self.name_pod(pod, attempt),
         }
+    }
+
+    /// The workload remembered for the pod `uid`.
+    fn remembered(&self, uid: &str) -> Option<WorkloadRef> {
+        self.workloads.borrow().get(uid).cloned()
+    }
+
+    /// Walks `pod`'s owners. Only names found with every owner known are remembered: on a last
+    /// attempt a missing owner is taken as the root, for this once.
+    fn name_pod(&self, pod: &PodInfo, attempt: Attempt) -> Result<WorkloadRef, Unresolved> {
         let named = match naming::workload_for_pod(pod, &self.owners, MissingOwner::Wait) {
             Err(NamingError::OwnerNotKnown { .. }) if attempt.last => {
                 naming::workload_for_pod(pod, &self.owners, MissingOwner::IsRoot)

@@ -65,17 +65,15 @@ impl OwnerIndex {
     /// Adds or updates an owner; true when it replaced a different description of the same
     /// UID (which may rename the workloads below it), false for a new UID or a repeat.
     pub fn apply(&mut self, meta: OwnerMeta) -> bool {
-        let record = OwnerRecord {
-            meta,
-            deleted_at_ms: None,
-        };
-        match self.by_uid.insert(record.meta.uid.clone(), record) {
-            Some(old) => self
-                .by_uid
-                .get(&old.meta.uid)
-                .is_some_and(|r| r.meta != old.meta),
-            None => false,
-        }
+        let changed = self.by_uid.get(&meta.uid).is_some_and(|r| r.meta != meta);
+        self.by_uid.insert(
+            meta.uid.clone(),
+            OwnerRecord {
+                meta,
+                deleted_at_ms: None,
+            },
+        );
+        changed
     }
 
     /// Marks an owner deleted at `at_ms`; it is forgotten after the retention.
