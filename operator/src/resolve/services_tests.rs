@@ -74,10 +74,18 @@ fn tcp(port: u16) -> Option<PortProtocol> {
     })
 }
 
-fn pods(uids: &[&str]) -> BTreeSet<BackendTarget> {
+fn pods(uids: &[&str]) -> Vec<BackendTarget> {
     uids.iter()
         .map(|u| BackendTarget::Pod((*u).to_string()))
         .collect()
+}
+
+/// Fully known backends `targets`.
+fn known(targets: &[BackendTarget]) -> Backends<'_> {
+    Backends::Known {
+        targets: targets.iter().collect(),
+        complete: true,
+    }
 }
 
 fn key(name: &str) -> ServiceKey {
@@ -94,13 +102,9 @@ fn backends_are_those_of_the_observation_time_and_both_around_a_change() {
     idx.apply_slice(slice("web-1", "web", &["a"], &[("http", 8080)]), 2_000);
     idx.apply_slice(slice("web-1", "web", &["b"], &[("http", 8080)]), 100_000);
     let at = |t| idx.backends(&key("web"), tcp(80), SeenRange::at(t));
-    let known = |uids: &[&str]| Backends::Known {
-        targets: pods(uids),
-        complete: true,
-    };
-    assert_eq!(at(50_000), known(&["a"]));
-    assert_eq!(at(200_000), known(&["b"]));
-    assert_eq!(at(99_000), known(&["a", "b"]));
+    assert_eq!(at(50_000), known(&pods(&["a"])));
+    assert_eq!(at(200_000), known(&pods(&["b"])));
+    assert_eq!(at(99_000), known(&pods(&["a", "b"])));
 }
 
 #[test]
@@ -128,13 +132,7 @@ fn only_endpoints_serving_the_called_port_are_backends() {
         2_000,
     );
     let got = idx.backends(&key("web"), tcp(9090), SeenRange::at(50_000));
-    assert_eq!(
-        got,
-        Backends::Known {
-            targets: pods(&["m"]),
-            complete: true
-        }
-    );
+    assert_eq!(got, known(&pods(&["m"])));
     let any = idx.backends(&key("web"), None, SeenRange::at(50_000));
     assert!(matches!(any, Backends::Known { ref targets, .. } if targets.len() == 2));
 }
@@ -175,10 +173,7 @@ fn a_service_created_while_watched_has_known_membership_from_its_creation() {
         let got = idx.backends(&key("web"), tcp(80), SeenRange::at(at));
         assert_eq!(
             got,
-            Backends::Known {
-                targets: pods(&["a"]),
-                complete: true
-            },
+            known(&pods(&["a"])),
             "a call at {at} ms, {} ms after the Service was created",
             at - 50_000
         );
@@ -193,13 +188,7 @@ fn a_service_the_watch_saw_created_is_complete_even_within_the_second_the_watch_
     idx.apply_service(web, 51_000);
     idx.apply_slice(slice("web-1", "web", &["a"], &[("http", 8080)]), 52_000);
     let got = idx.backends(&key("web"), tcp(80), SeenRange::at(52_500));
-    assert_eq!(
-        got,
-        Backends::Known {
-            targets: pods(&["a"]),
-            complete: true
-        }
-    );
+    assert_eq!(got, known(&pods(&["a"])));
 }
 
 #[test]

@@ -168,7 +168,7 @@ impl Index {
         let mut only: Option<WorkloadRef> = None;
         let mut several = false;
         let mut unknown = false;
-        for target in &targets {
+        for target in targets {
             match self.backend_workload(target, &key.namespace, seen, attempt) {
                 Ok(w) => match &only {
                     None => only = Some(w),
