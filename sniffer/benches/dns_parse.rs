@@ -1,11 +1,15 @@
 //! `dns_parse`: one typical A response, from the captured Ethernet frame to the observation the
 //! sniffer emits (frame -> DNS answer -> aggregated `Observation`), as the capture and output
-//! threads do it. Run with `cargo bench -p trafficmap-sniffer --bench dns_parse`.
+//! threads do it, on a node as full as the kubelet allows by default (110 pods, each behind a
+//! host-side veth the scan found). Run with `cargo bench -p trafficmap-sniffer --bench
+//! dns_parse`.
 //!
 //! Baseline `simple_dns_parse`: `simple_dns::Packet::parse` of the same DNS messages alone, the
 //! part of the path the library does.
 
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -13,6 +17,7 @@ use trafficmap_sniffer::aggregate::Aggregator;
 use trafficmap_sniffer::counters::Counters;
 use trafficmap_sniffer::dns::{DnsDecoder, Link};
 use trafficmap_sniffer::events::DnsEvent;
+use trafficmap_sniffer::scan::PodLink;
 
 /// `dig @10.123.0.2 svc.test.local A` answered by dnsmasq: one A record, TTL 300 (the frame of
 /// the sniffer's unit tests).
@@ -26,6 +31,27 @@ const DEST_PORT_OFFSET: usize = 36;
 const DNS_ID_OFFSET: usize = 42;
 /// Distinct responses cycled through, so no iteration is a copy of the one before.
 const DISTINCT_FRAMES: usize = 4096;
+/// Pods on the node: the kubelet's default `maxPods`.
+const NODE_PODS: u8 = 110;
+/// The fixture's client address (10.123.0.3) is the first pod's.
+const FIRST_POD_HOST: u8 = 3;
+/// Host-side veth index of the first pod; the others follow.
+const FIRST_VETH: i32 = 100;
+
+/// The scan's view of the node: each pod's address and host-side veth.
+fn node() -> (HashMap<IpAddr, String>, HashMap<i32, PodLink>) {
+    (0..NODE_PODS)
+        .map(|pod| {
+            let uid = format!("5f0c1a2e-7d3b-4c8e-9a61-{:012x}", pod);
+            let ip = IpAddr::V4(Ipv4Addr::new(10, 123, 0, FIRST_POD_HOST + pod));
+            let link = PodLink {
+                netns_inode: 4_026_532_000 + u64::from(pod),
+                pod_uid: Some(uid.clone()),
+            };
+            ((ip, uid), (FIRST_VETH + i32::from(pod), link))
+        })
+        .unzip()
+}
 
 fn frames() -> Vec<Vec<u8>> {
     let template: Vec<u8> = (0..UDP4_A_SVC.len())
@@ -49,6 +75,9 @@ fn dns_parse(c: &mut Criterion) {
     let mut decoder = DnsDecoder::default();
     // Refreshing at every sighting: each answer becomes an `Observation`, the costliest case.
     let mut aggregator = Aggregator::with_refresh(Duration::ZERO);
+    let (pod_ips, pod_links) = node();
+    aggregator.set_pod_ips(pod_ips);
+    aggregator.set_pod_links(pod_links);
     let mut now_ms = 1_700_000_000_000_u64;
     let mut next = 0usize;
     c.bench_function("dns_parse", |b| {
@@ -65,7 +94,8 @@ fn dns_parse(c: &mut Criterion) {
                     answer: answer.answer,
                     seen_ms: now_ms,
                     ifindex: 2,
-                    sent_on: Vec::new(),
+                    // Sent on the client pod's veth, as the host's bridge does.
+                    sent_on: vec![FIRST_VETH],
                 };
                 emitted += aggregator.dns(&event, &counters).len();
             }
