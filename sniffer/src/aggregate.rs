@@ -16,6 +16,7 @@
 //! counted (`dns_client_mismatch`).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -66,10 +67,45 @@ struct Seen {
 pub struct Aggregator {
     dns: foldhash::HashMap<DnsKey, DnsEntry>,
     connections: foldhash::HashMap<ConnectionKey, Seen>,
-    pod_ips: HashMap<IpAddr, String>,
-    pod_links: HashMap<i32, PodLink>,
+    /// Pod addresses and links come from the node's own namespaces, looked up per DNS response:
+    /// hashed with foldhash like the tables above.
+    pod_ips: foldhash::HashMap<IpAddr, String>,
+    pod_links: PodLinks,
     refresh_ms: Option<u64>,
     evicted: u64,
+}
+
+/// The host-side veths of scanned namespaces, by interface index, and the pod UIDs behind
+/// them.
+#[derive(Debug, Default, Clone)]
+pub struct PodLinks {
+    by_index: foldhash::HashMap<i32, PodLink>,
+    /// Every DNS response asks whether its client's pod has a veth; searching the links for it
+    /// cost one comparison per pod on the node.
+    uids: foldhash::HashSet<String>,
+}
+
+impl PodLinks {
+    fn get(&self, index: &i32) -> Option<&PodLink> {
+        self.by_index.get(index)
+    }
+
+    fn has_pod(&self, uid: &str) -> bool {
+        self.uids.contains(uid)
+    }
+}
+
+impl From<HashMap<i32, PodLink>> for PodLinks {
+    fn from(by_index: HashMap<i32, PodLink>) -> Self {
+        let uids = by_index
+            .values()
+            .filter_map(|link| link.pod_uid.clone())
+            .collect();
+        PodLinks {
+            by_index: by_index.into_iter().collect(),
+            uids,
+        }
+    }
 }
 
 /// How the pod of a DNS client was found.
@@ -105,14 +141,10 @@ pub struct ClientPod {
 pub fn dns_client_pod(
     sent_on: &[i32],
     client_ip: &IpAddr,
-    pod_links: &HashMap<i32, PodLink>,
-    pod_ips: &HashMap<IpAddr, String>,
+    pod_links: &PodLinks,
+    pod_ips: &HashMap<IpAddr, String, impl BuildHasher>,
 ) -> ClientPod {
-    let by_address = pod_ips.get(client_ip).filter(|uid| {
-        !pod_links
-            .values()
-            .any(|link| link.pod_uid.as_ref() == Some(*uid))
-    });
+    let by_address = pod_ips.get(client_ip).filter(|uid| !pod_links.has_pod(uid));
     match sent_on.iter().find_map(|index| pod_links.get(index)) {
         Some(link) => ClientPod {
             pod_uid: link.pod_uid.clone(),
@@ -142,12 +174,12 @@ impl Aggregator {
 
     /// Replaces the address -> pod UID map used to name DNS clients.
     pub fn set_pod_ips(&mut self, pod_ips: HashMap<IpAddr, String>) {
-        self.pod_ips = pod_ips;
+        self.pod_ips = pod_ips.into_iter().collect();
     }
 
     /// Replaces the host veth -> peer namespace map used to name DNS clients.
     pub fn set_pod_links(&mut self, pod_links: HashMap<i32, PodLink>) {
-        self.pod_links = pod_links;
+        self.pod_links = PodLinks::from(pod_links);
     }
 
     /// Entries forgotten because a table was full (not by age): their next sighting is
@@ -462,7 +494,7 @@ mod tests {
     #[test]
     fn the_interface_wins_over_the_address() {
         let ip: IpAddr = "10.0.0.5".parse().expect("ip");
-        let links = HashMap::from([(9, link(Some(UID))), (12, link(None))]);
+        let links = PodLinks::from(HashMap::from([(9, link(Some(UID))), (12, link(None))]));
         let agree = HashMap::from([(ip, UID.to_owned())]);
         let disagree = HashMap::from([(ip, OTHER.to_owned())]);
         let none = HashMap::new();
@@ -513,7 +545,7 @@ mod tests {
         let ip: IpAddr = "10.0.0.5".parse().expect("ip");
         // The last scan saw OTHER at 10.0.0.5 behind veth 9; the response now leaves on 14, a
         // veth created since (the address was handed to a new pod).
-        let links = HashMap::from([(9, link(Some(OTHER)))]);
+        let links = PodLinks::from(HashMap::from([(9, link(Some(OTHER)))]));
         let ips = HashMap::from([(ip, OTHER.to_owned())]);
         let reused = dns_client_pod(&[3, 14], &ip, &links, &ips);
         assert_eq!(
@@ -521,7 +553,7 @@ mod tests {
             (None, ClientSource::Unknown)
         );
         // A pod without a veth the scan knows (another CNI): the address still names it.
-        let veth_less = dns_client_pod(&[3, 14], &ip, &HashMap::new(), &ips);
+        let veth_less = dns_client_pod(&[3, 14], &ip, &PodLinks::default(), &ips);
         assert_eq!(
             (veth_less.pod_uid.as_deref(), veth_less.source),
             (Some(OTHER), ClientSource::Address)
