@@ -8,6 +8,7 @@
 //! one of its workloads), never as the wrong single one. Membership before the first slice of a
 //! Service was seen is unknown, which the lookup reports as [`Backends::Known::complete`] false.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use trafficmap_api::observed::PortProtocol;
@@ -89,6 +90,9 @@ pub struct ServiceIndex {
     services: FastMap<ServiceKey, ServiceRecord>,
     cluster_ips: IpHistory<ServiceKey>,
     slices: FastMap<(String, String), EndpointSliceInfo>,
+    /// The names of each Service's slices (in its namespace): a slice event recomputes one
+    /// Service's backends from its own slices, not by searching every slice in the cluster.
+    slices_of: FastMap<ServiceKey, BTreeSet<String>>,
     backends: FastMap<ServiceKey, BackendHistory>,
     timing: ServiceTiming,
 }
@@ -100,6 +104,7 @@ impl ServiceIndex {
             services: FastMap::default(),
             cluster_ips: IpHistory::new(timing.retention_ms, timing.guard_ms, timing.started_at_ms),
             slices: FastMap::default(),
+            slices_of: FastMap::default(),
             backends: FastMap::default(),
             timing,
         }
@@ -145,9 +150,27 @@ impl ServiceIndex {
         let id = (slice.namespace.clone(), slice.name.clone());
         let old_service = self.slices.get(&id).and_then(slice_service);
         let new_service = slice_service(&slice);
+        if let Some(old) = &old_service {
+            self.forget_slice_of(old, &slice.name);
+        }
+        if let Some(new) = &new_service {
+            self.slices_of
+                .entry(new.clone())
+                .or_default()
+                .insert(slice.name.clone());
+        }
         self.slices.insert(id, slice);
         for key in [old_service, new_service].into_iter().flatten() {
             self.recompute_backends(&key, at_ms);
+        }
+    }
+
+    fn forget_slice_of(&mut self, key: &ServiceKey, slice_name: &str) {
+        if let Some(names) = self.slices_of.get_mut(key) {
+            names.remove(slice_name);
+            if names.is_empty() {
+                self.slices_of.remove(key);
+            }
         }
     }
 
@@ -157,15 +180,18 @@ impl ServiceIndex {
             .slices
             .remove(&(namespace.to_string(), name.to_string()));
         if let Some(key) = removed.as_ref().and_then(slice_service) {
+            self.forget_slice_of(&key, name);
             self.recompute_backends(&key, at_ms);
         }
     }
 
     fn recompute_backends(&mut self, key: &ServiceKey, at_ms: TimeMs) {
         let current: Vec<BackendEntry> = self
-            .slices
-            .values()
-            .filter(|s| slice_service(s).as_ref() == Some(key))
+            .slices_of
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.slices.get(&(key.namespace.clone(), name.clone())))
             .flat_map(slice_entries)
             .collect();
         let history = self.backends.entry(key.clone()).or_default();

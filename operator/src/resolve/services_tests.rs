@@ -258,3 +258,27 @@ fn deleted_slices_end_membership_and_history_is_forgotten_after_the_retention() 
     idx.gc(10_000 + RETENTION);
     assert!(!idx.is_possible_backend(&key("web"), &target, SeenRange::at(8_000)));
 }
+
+#[test]
+fn a_slice_counts_for_the_service_it_names_now_and_alongside_its_siblings() {
+    let mut idx = index(0);
+    for name in ["web", "api"] {
+        idx.apply_service(service(name, None, &[("http", 80)], 1_000), 1_000);
+    }
+    idx.apply_slice(slice("web-1", "web", &["a"], &[("http", 8080)]), 2_000);
+    idx.apply_slice(slice("web-2", "web", &["b"], &[("http", 8080)]), 2_000);
+    // The slice web-2 is relabelled to `api`: it leaves `web` and joins `api`.
+    idx.apply_slice(slice("web-2", "api", &["b"], &[("http", 8080)]), 100_000);
+    // web-1 goes: `web` is left with no backend, `api` keeps web-2's.
+    idx.delete_slice("shop", "web-1", 200_000);
+
+    let at = |name, t| idx.backends(&key(name), tcp(80), SeenRange::at(t));
+    assert_eq!(at("web", 50_000), known(&pods(&["a", "b"])));
+    assert_eq!(at("web", 150_000), known(&pods(&["a"])));
+    assert_eq!(at("web", 300_000), known(&pods(&[])));
+    assert_eq!(at("api", 150_000), known(&pods(&["b"])));
+    assert_eq!(at("api", 300_000), known(&pods(&["b"])));
+    // Nothing is kept for slices that are gone.
+    assert!(!idx.slices_of.contains_key(&key("web")));
+    assert_eq!(idx.slices_of.get(&key("api")).map(BTreeSet::len), Some(1));
+}
