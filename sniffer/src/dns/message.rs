@@ -73,7 +73,7 @@ pub fn parse_response(message: &[u8]) -> Result<ResponseOutcome, DnsParseError> 
 
     let chain = cname_chain(&question.qname, &packet);
 
-    let mut ips = Vec::new();
+    let mut ips = Vec::with_capacity(packet.answers.len());
     let mut ttl_seconds = u32::MAX;
     for rr in &packet.answers {
         let ip = match &rr.rdata {
@@ -179,8 +179,10 @@ fn label_byte(b: u8) -> bool {
 /// A wire name as lowercase text without the final dot. Labels holding dots or bytes outside
 /// `[A-Za-z0-9_-]` are refused, so two different wire names never give the same text.
 fn name_text(name: &Name<'_>) -> Result<String, String> {
-    let mut text = String::new();
-    for label in name.get_labels() {
+    let labels = name.get_labels();
+    let dots = labels.len().saturating_sub(1);
+    let mut text = String::with_capacity(labels.iter().map(|l| l.len()).sum::<usize>() + dots);
+    for label in labels {
         let bytes: &[u8] = label.as_ref();
         if !bytes.iter().copied().all(label_byte) {
             return Err("DNS label holds characters outside [A-Za-z0-9_-]".into());
