@@ -36,6 +36,6 @@ pub fn dns_parse_figure() -> Result<Figure> {
     Ok(Figure::new("dns_parse", median.round(), "ns")
         .with_baseline("simple_dns_parse", library.round(), median / library)
         .with_note(format!(
-            "criterion median (mean {mean:.0} ns): Ethernet frame of one A response -> DnsDecoder -> Aggregator -> Observation; baseline: simple_dns::Packet::parse of the message alone"
+            "criterion median (mean {mean:.0} ns): Ethernet frame of one A response -> DnsDecoder -> Aggregator -> Observation, on a node of 110 pods; baseline: simple_dns::Packet::parse of the message alone"
         )))
 }
