@@ -56,6 +56,9 @@ pub enum ScanError {
         /// The OS error.
         source: io::Error,
     },
+    /// The kernel answered a sock_diag dump request with an error.
+    #[error("the kernel refused a sock_diag dump: {0}")]
+    DumpRefused(io::Error),
     /// The kernel's answer could not be decoded.
     #[error("cannot decode sock_diag answer: {0}")]
     Decode(String),

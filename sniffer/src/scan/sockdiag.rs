@@ -65,7 +65,9 @@ pub fn dump_sockets() -> Result<Vec<SocketRecord>, ScanError> {
         send(&socket, &compat_request(tcp_states(), sequence))?;
         match receive_dump(&socket, &mut buffer, Protocol::Tcp, &mut records) {
             Ok(()) => {}
-            Err(ScanError::Netlink { source, .. }) if records.is_empty() => {
+            // Only the kernel's own error answer means the request is not served; a failing
+            // socket is an error like any other.
+            Err(ScanError::DumpRefused(source)) if records.is_empty() => {
                 COMPAT_REFUSED.store(true, Ordering::Relaxed);
                 tracing::warn!(
                     error = %source,
@@ -194,10 +196,9 @@ fn receive_dump(
                         .first_chunk::<4>()
                         .map_or(0, |c| i32::from_ne_bytes(*c));
                     if code != 0 {
-                        return Err(ScanError::Netlink {
-                            what: "dump sockets",
-                            source: std::io::Error::from_raw_os_error(-code),
-                        });
+                        return Err(ScanError::DumpRefused(std::io::Error::from_raw_os_error(
+                            -code,
+                        )));
                     }
                 }
                 SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
@@ -309,5 +310,22 @@ mod tests {
         assert_eq!(found.len(), expected, "{found:?}");
         assert_eq!(found, ours(&per_family));
         assert!(one_walk.iter().all(|r| r.protocol == Protocol::Tcp));
+    }
+
+    #[test]
+    fn the_kernel_refusing_a_request_is_told_apart_from_other_failures() {
+        let socket = open().expect("sock_diag socket");
+        let mut buffer = vec![0u8; RECV_BUFFER_BYTES];
+        // A family past AF_MAX: the kernel answers the dump with EINVAL.
+        let mut request = family_request(AF_INET, IPPROTO_TCP, tcp_states(), 1);
+        request[NETLINK_HEADER_LEN] = u8::MAX;
+        send(&socket, &request).expect("send");
+        let mut records = Vec::new();
+        let refused = receive_dump(&socket, &mut buffer, Protocol::Tcp, &mut records)
+            .expect_err("the kernel refuses an unknown family");
+        assert!(
+            matches!(&refused, ScanError::DumpRefused(e) if e.raw_os_error() == Some(libc::EINVAL)),
+            "{refused}"
+        );
     }
 }
