@@ -37,6 +37,7 @@ unit-test: ## Tests that need no control plane (the sniffer's need root for netw
 
 e2e-test: go-binaries helm ## Integration and e2e tests (scenarios and packaging included; root) on a control plane started for the run
 	$(CARGO) build --workspace --bins
+	$(CONTROL_PLANE) down >/dev/null
 	$(CONTROL_PLANE) up
 	bash e2e/controlplane/smoke.sh && $(CARGO) test -p trafficmap-e2e; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
 
@@ -67,6 +68,7 @@ crds: ## Regenerate crds/yaml from the Rust types (then `make config` copies the
 
 chaos: ## Chaos cases (hostile input, kills, restarts) against a local control plane; one "chaos: <case>: pass|fail" line each
 	$(CARGO) build --workspace --bins
+	$(CONTROL_PLANE) down >/dev/null
 	$(CONTROL_PLANE) up
 	target/debug/trafficmap-chaos; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
 
@@ -99,6 +101,7 @@ bench: ## Issue 8 figures on release builds with a control plane of its own (~15
 	mkdir -p target/bench-logs
 	$(CARGO) bench -p trafficmap-sniffer --bench dns_parse -- --warm-up-time 2 --measurement-time 5 >target/bench-logs/criterion.log 2>&1
 	$(CARGO) bench -p trafficmap-operator --bench engine_ingest >target/bench-logs/engine_ingest.log 2>target/bench-logs/engine_ingest.err
+	$(CONTROL_PLANE) down >/dev/null
 	$(CONTROL_PLANE) up
 	./target/release/trafficmap-bench all; rc=$$?; $(CONTROL_PLANE) down; cat target/bench-logs/engine_ingest.log; exit $$rc
 
