@@ -59,7 +59,13 @@ pub fn dump_sockets() -> Result<Vec<SocketRecord>, ScanError> {
     let mut buffer = vec![0u8; RECV_BUFFER_BYTES];
     let mut sequence = 0;
     if COMPAT_REFUSED.load(Ordering::Relaxed) {
-        dump_tcp_per_family(&socket, &mut buffer, &mut sequence, &mut records)?;
+        dump_per_family(
+            &socket,
+            &mut buffer,
+            &mut sequence,
+            Protocol::Tcp,
+            &mut records,
+        )?;
     } else {
         sequence += 1;
         send(&socket, &compat_request(tcp_states(), sequence))?;
@@ -74,21 +80,24 @@ pub fn dump_sockets() -> Result<Vec<SocketRecord>, ScanError> {
                     "the kernel refused a TCPDIAG_GETSOCK dump; dumping TCP per family \
                      (two walks of the TCP hash table per namespace)"
                 );
-                dump_tcp_per_family(&socket, &mut buffer, &mut sequence, &mut records)?;
+                dump_per_family(
+                    &socket,
+                    &mut buffer,
+                    &mut sequence,
+                    Protocol::Tcp,
+                    &mut records,
+                )?;
             }
             Err(other) => return Err(other),
         }
     }
-    // UDP reuses TCP states: ESTABLISHED when connected, CLOSE when only bound.
-    let udp_states = StateFlags::ESTABLISHED | StateFlags::CLOSE;
-    for family in [AF_INET, AF_INET6] {
-        sequence += 1;
-        send(
-            &socket,
-            &family_request(family, IPPROTO_UDP, udp_states.clone(), sequence),
-        )?;
-        receive_dump(&socket, &mut buffer, Protocol::Udp, &mut records)?;
-    }
+    dump_per_family(
+        &socket,
+        &mut buffer,
+        &mut sequence,
+        Protocol::Udp,
+        &mut records,
+    )?;
     Ok(records)
 }
 
@@ -104,20 +113,26 @@ fn open() -> Result<Socket, ScanError> {
     Ok(socket)
 }
 
-/// TCP with one `SOCK_DIAG_BY_FAMILY` dump per family.
-fn dump_tcp_per_family(
+/// One `SOCK_DIAG_BY_FAMILY` dump per family of `protocol`'s sockets in the states we keep.
+fn dump_per_family(
     socket: &Socket,
     buffer: &mut [u8],
     sequence: &mut u32,
+    protocol: Protocol,
     records: &mut Vec<SocketRecord>,
 ) -> Result<(), ScanError> {
+    let (number, states) = match protocol {
+        Protocol::Tcp => (IPPROTO_TCP, tcp_states()),
+        // UDP reuses TCP states: ESTABLISHED when connected, CLOSE when only bound.
+        Protocol::Udp => (IPPROTO_UDP, StateFlags::ESTABLISHED | StateFlags::CLOSE),
+    };
     for family in [AF_INET, AF_INET6] {
         *sequence += 1;
         send(
             socket,
-            &family_request(family, IPPROTO_TCP, tcp_states(), *sequence),
+            &family_request(family, number, states.clone(), *sequence),
         )?;
-        receive_dump(socket, buffer, Protocol::Tcp, records)?;
+        receive_dump(socket, buffer, protocol, records)?;
     }
     Ok(())
 }
@@ -302,8 +317,14 @@ mod tests {
         receive_dump(&socket, &mut buffer, Protocol::Tcp, &mut one_walk).expect("TCPDIAG_GETSOCK");
         let mut per_family = Vec::new();
         let mut sequence = 1;
-        dump_tcp_per_family(&socket, &mut buffer, &mut sequence, &mut per_family)
-            .expect("SOCK_DIAG_BY_FAMILY");
+        dump_per_family(
+            &socket,
+            &mut buffer,
+            &mut sequence,
+            Protocol::Tcp,
+            &mut per_family,
+        )
+        .expect("SOCK_DIAG_BY_FAMILY");
 
         let found = ours(&one_walk);
         let expected = if v6.is_some() { 6 } else { 3 };
