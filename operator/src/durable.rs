@@ -19,8 +19,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::resolve::Workload;
 use tokio::sync::oneshot;
-use trafficmap_api::WorkloadRef;
 
 use crate::fast_hash::FastMap;
 
@@ -131,8 +131,8 @@ pub struct Ledger {
 
 #[derive(Debug, Default)]
 struct LedgerInner {
-    written: FastMap<WorkloadRef, u64>,
-    waiting: FastMap<WorkloadRef, Vec<(u64, Hold)>>,
+    written: FastMap<Workload, u64>,
+    waiting: FastMap<Workload, Vec<(u64, Hold)>>,
 }
 
 impl Ledger {
@@ -142,7 +142,7 @@ impl Ledger {
     }
 
     /// Makes `hold`'s report wait until each client's given generation is written.
-    pub fn wait_for(&self, generations: impl IntoIterator<Item = (WorkloadRef, u64)>, hold: &Hold) {
+    pub fn wait_for(&self, generations: impl IntoIterator<Item = (Workload, u64)>, hold: &Hold) {
         let mut inner = self.lock();
         for (client, generation) in generations {
             if inner.written.get(&client).copied().unwrap_or(0) >= generation {
@@ -157,7 +157,7 @@ impl Ledger {
     }
 
     /// Generation `generation` of `client`'s status is written: release what waited for it.
-    pub fn written(&self, client: &WorkloadRef, generation: u64) {
+    pub fn written(&self, client: &Workload, generation: u64) {
         let mut inner = self.lock();
         let written = inner.written.entry(client.clone()).or_insert(0);
         *written = (*written).max(generation);
@@ -174,7 +174,7 @@ impl Ledger {
     }
 
     /// `client` was reset: nothing of it is to be written, so nothing waits for it.
-    pub fn forget(&self, client: &WorkloadRef) {
+    pub fn forget(&self, client: &Workload) {
         let holds = self.lock().waiting.remove(client).unwrap_or_default();
         release(holds.into_iter().map(|(_, hold)| hold));
     }
@@ -187,14 +187,16 @@ impl Ledger {
 
 #[cfg(test)]
 mod tests {
+    use trafficmap_api::WorkloadRef;
+
     use super::*;
 
-    fn client(name: &str) -> WorkloadRef {
-        WorkloadRef {
+    fn client(name: &str) -> Workload {
+        Workload::new(WorkloadRef {
             kind: "Deployment".into(),
             namespace: "shop".into(),
             name: name.into(),
-        }
+        })
     }
 
     fn now(receipt: Receipt) -> Option<Outcome> {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use trafficmap_api::ObservedTraffic;
-use trafficmap_api::observed::{ObservedTrafficStatus, WorkloadRef};
+use trafficmap_api::observed::ObservedTrafficStatus;
 use trafficmap_api::report::Observation;
 
 mod events;
@@ -37,7 +37,7 @@ use crate::metrics::{Metrics, ReasonLabel};
 use crate::now_ms;
 use crate::resolve::{
     Attempt, Change, Index, ObservationOutcome, PendingQueue, PendingReason, SkipReason, TimeMs,
-    TrafficMap,
+    TrafficMap, Workload,
 };
 
 /// Default of [`EngineConfig::pending_hold_ms`]: the settle time, a retry and some slack for
@@ -76,7 +76,7 @@ impl Default for EngineConfig {
 #[derive(Debug)]
 pub struct StatusWrite {
     /// The client.
-    pub client: WorkloadRef,
+    pub client: Workload,
     /// Its full status (targets, counts, lastSeen).
     pub status: ObservedTrafficStatus,
     /// Its generation: the writer tells the [`Ledger`] when it is written.
@@ -100,7 +100,7 @@ enum Folded {
     /// Still pending.
     Pending,
     /// Done; the client whose edges it recorded, if any.
-    Done(Option<WorkloadRef>),
+    Done(Option<Workload>),
 }
 
 /// The engine's state; see the module docs.
@@ -112,13 +112,13 @@ pub struct Engine {
     refreshing: PendingQueue<Waiting>,
     /// When each client's last status was handed to the writer (the map keeps what changed
     /// since).
-    handed_at: FastMap<WorkloadRef, TimeMs>,
+    handed_at: FastMap<Workload, TimeMs>,
     /// Generation of the last status handed over, per client.
-    generations: FastMap<WorkloadRef, u64>,
+    generations: FastMap<Workload, u64>,
     /// Generation of the last status with news (urgent) handed over, per client.
-    news_generations: FastMap<WorkloadRef, u64>,
+    news_generations: FastMap<Workload, u64>,
     /// Clients with material changes not handed over yet.
-    dirty: FastSet<WorkloadRef>,
+    dirty: FastSet<Workload>,
     ledger: Arc<Ledger>,
     config: EngineConfig,
     metrics: Arc<Metrics>,
@@ -147,7 +147,11 @@ impl Engine {
     /// is seen again).
     pub fn restore(&mut self, objects: &[ObservedTraffic], now: TimeMs) {
         for object in objects {
-            if let Err(err) = self.map.restore(std::iter::once(object)) {
+            let index = &self.index;
+            if let Err(err) = self
+                .map
+                .restore(std::iter::once(object), |name| index.intern(name))
+            {
                 tracing::warn!(name = ?object.metadata.name, %err, "cannot restore ObservedTraffic");
             }
         }
@@ -176,6 +180,7 @@ impl Engine {
             ClusterEvent::NodeApplied(node) => self.index.apply_node(node, at),
             ClusterEvent::NodeDeleted(name) => self.index.delete_node(&name, at),
             ClusterEvent::ObservedTrafficDeleted(client) => {
+                let client = self.index.intern(client);
                 if self.map.remove(&client).is_some() {
                     tracing::info!(client = %client.name, namespace = %client.namespace, "map entry reset");
                 }
@@ -194,7 +199,7 @@ impl Engine {
         let hold = received.hold;
         // Clients whose edges the report brought: it waits for their statuses once, at the end,
         // rather than once per observation.
-        let mut clients: FastSet<WorkloadRef> = FastSet::default();
+        let mut clients: FastSet<Workload> = FastSet::default();
         for obs in received.report.observations {
             if let Observation::Dns(dns) = &obs {
                 self.index.record_dns_answers(dns);
@@ -317,7 +322,7 @@ impl Engine {
 
     /// Makes `hold` wait for the status of `client` that carries the edge just folded in (see
     /// [`Engine::needed_generation`]).
-    fn acknowledge(&self, client: Option<WorkloadRef>, hold: Option<Hold>) {
+    fn acknowledge(&self, client: Option<Workload>, hold: Option<Hold>) {
         let Some(hold) = hold else {
             return;
         };
@@ -331,7 +336,7 @@ impl Engine {
     /// The generation of `client`'s status that carries the edges folded in so far: the next
     /// one while the client has changes not handed over, else the last one handed over with
     /// news (later ones only move `lastSeen`).
-    fn needed_generation(&self, client: &WorkloadRef) -> u64 {
+    fn needed_generation(&self, client: &Workload) -> u64 {
         if self.dirty.contains(client) {
             self.generations.get(client).copied().unwrap_or(0) + 1
         } else {
@@ -411,7 +416,7 @@ impl Engine {
     /// interval ago: handed over now (between flushes) rather than at the next flush.
     pub fn due_news(&mut self, now: TimeMs) -> Vec<StatusWrite> {
         let interval = self.config.flush_interval_ms;
-        let ready: Vec<WorkloadRef> = self
+        let ready: Vec<Workload> = self
             .dirty
             .iter()
             .filter(|client| {

@@ -6,8 +6,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
-use trafficmap_api::WorkloadRef;
 use trafficmap_api::observed::ObservedTrafficStatus;
+
+use crate::resolve::Workload;
 
 /// A snapshot waiting to be written.
 #[derive(Clone, Debug)]
@@ -25,21 +26,21 @@ pub struct Queued {
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct WriteQueue {
-    waiting: HashMap<WorkloadRef, Queued>,
+    waiting: HashMap<Workload, Queued>,
     /// Order of urgent clients; a client may also be (stale) in `routine`.
-    urgent: VecDeque<WorkloadRef>,
+    urgent: VecDeque<Workload>,
     /// Order of the others.
-    routine: VecDeque<WorkloadRef>,
+    routine: VecDeque<Workload>,
     /// Clients being written now.
-    busy: HashSet<WorkloadRef>,
+    busy: HashSet<Workload>,
     /// Clients whose write failed, not to be handed out before then.
-    delayed: HashMap<WorkloadRef, Instant>,
+    delayed: HashMap<Workload, Instant>,
 }
 
 impl WriteQueue {
     /// Queues `snapshot` for `client`, replacing a waiting one (which keeps its place, and
     /// moves up when the new one is urgent).
-    pub fn push(&mut self, client: WorkloadRef, snapshot: Queued) {
+    pub fn push(&mut self, client: Workload, snapshot: Queued) {
         match self.waiting.get_mut(&client) {
             Some(held) => {
                 let upgrade = snapshot.urgent && !held.urgent;
@@ -58,7 +59,7 @@ impl WriteQueue {
 
     /// The next client to write at `now` and its snapshot, marked busy until
     /// [`WriteQueue::done`] or [`WriteQueue::retry`].
-    pub fn next(&mut self, now: Instant) -> Option<(WorkloadRef, Queued)> {
+    pub fn next(&mut self, now: Instant) -> Option<(Workload, Queued)> {
         self.release(now);
         for urgent in [true, false] {
             while let Some(client) = self.order(urgent).pop_front() {
@@ -78,14 +79,14 @@ impl WriteQueue {
     }
 
     /// Ends the successful write of `client`.
-    pub fn done(&mut self, client: &WorkloadRef) {
+    pub fn done(&mut self, client: &Workload) {
         self.busy.remove(client);
         self.requeue(client);
     }
 
     /// Ends the failed write of `client`: its snapshot is queued again (unless a newer one
     /// arrived meanwhile), at the front, and not handed out before `at`.
-    pub fn retry(&mut self, client: &WorkloadRef, failed: Queued, at: Option<Instant>) {
+    pub fn retry(&mut self, client: &Workload, failed: Queued, at: Option<Instant>) {
         self.busy.remove(client);
         match self.waiting.get_mut(client) {
             Some(newer) => {
@@ -114,7 +115,7 @@ impl WriteQueue {
         if self.delayed.is_empty() {
             return;
         }
-        let due: Vec<WorkloadRef> = self
+        let due: Vec<Workload> = self
             .delayed
             .iter()
             .filter(|(_, at)| **at <= now)
@@ -127,7 +128,7 @@ impl WriteQueue {
     }
 
     /// Puts a waiting `client` at the front of its order.
-    fn requeue(&mut self, client: &WorkloadRef) {
+    fn requeue(&mut self, client: &Workload) {
         if let Some(waiting) = self.waiting.get(client) {
             let urgent = waiting.urgent;
             self.order(urgent).push_front(client.clone());
@@ -150,7 +151,7 @@ impl WriteQueue {
         self.busy.len()
     }
 
-    fn order(&mut self, urgent: bool) -> &mut VecDeque<WorkloadRef> {
+    fn order(&mut self, urgent: bool) -> &mut VecDeque<Workload> {
         if urgent {
             &mut self.urgent
         } else {
@@ -163,14 +164,16 @@ impl WriteQueue {
 mod tests {
     use std::time::Duration;
 
+    use trafficmap_api::WorkloadRef;
+
     use super::*;
 
-    fn client(name: &str) -> WorkloadRef {
-        WorkloadRef {
+    fn client(name: &str) -> Workload {
+        Workload::new(WorkloadRef {
             name: name.into(),
             namespace: "shop".into(),
             kind: "Deployment".into(),
-        }
+        })
     }
 
     fn snapshot(generation: u64, urgent: bool, since: Instant) -> Queued {
@@ -185,7 +188,7 @@ mod tests {
     fn names(queue: &mut WriteQueue) -> Vec<(String, u64)> {
         let now = Instant::now();
         std::iter::from_fn(|| queue.next(now))
-            .map(|(c, s)| (c.name, s.generation))
+            .map(|(c, s)| (c.name.clone(), s.generation))
             .collect()
     }
 
@@ -248,7 +251,7 @@ mod tests {
         queue.push(client("b"), snapshot(1, false, t));
         let (a, taken) = queue.next(t).expect("a");
         queue.retry(&a, taken, None);
-        let again = queue.next(t).map(|(c, s)| (c.name, s.generation));
+        let again = queue.next(t).map(|(c, s)| (c.name.clone(), s.generation));
         assert_eq!(again, Some(("a".into(), 1)));
         queue.push(client("a"), snapshot(2, false, t));
         let (b, _) = queue.next(t).expect("b");
@@ -274,14 +277,14 @@ mod tests {
         queue.retry(&a, taken, Some(at));
         assert_eq!(queue.next_retry(), Some(at));
         assert_eq!(queue.len(), 2);
-        let passed = queue.next(t).map(|(c, _)| c.name);
+        let passed = queue.next(t).map(|(c, _)| c.name.clone());
         assert_eq!(passed, Some("b".into()));
         queue.push(client("a"), snapshot(2, true, t));
         assert!(
             queue.next(t).is_none(),
             "a is delayed, even with a newer snapshot"
         );
-        let due = queue.next(at).map(|(c, s)| (c.name, s.generation));
+        let due = queue.next(at).map(|(c, s)| (c.name.clone(), s.generation));
         assert_eq!(due, Some(("a".into(), 2)));
         assert_eq!(queue.next_retry(), None);
     }

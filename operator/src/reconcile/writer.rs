@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use trafficmap_api::intents::ClientIntentsSpec;
 use trafficmap_api::observed::ObservedTrafficStatus;
-use trafficmap_api::{ClientIntents, FIELD_MANAGER, ObservedTraffic, WorkloadRef};
+use trafficmap_api::{ClientIntents, FIELD_MANAGER, ObservedTraffic};
+
+use crate::resolve::Workload;
 
 use super::intents::{IntentsDecision, condition, decide};
 use super::queue::{Queued, WriteQueue};
@@ -52,15 +54,15 @@ pub struct Writer {
     /// Snapshots not yet written.
     queue: WriteQueue,
     /// Latest snapshot of every client, to re-decide drafts when the CRD appears.
-    latest: HashMap<WorkloadRef, (ObservedTrafficStatus, u64)>,
+    latest: HashMap<Workload, (ObservedTrafficStatus, u64)>,
     /// UIDs of ObservedTraffic objects known to exist.
-    uids: HashMap<WorkloadRef, String>,
+    uids: HashMap<Workload, String>,
     /// Draft specs last applied.
-    drafts: HashMap<WorkloadRef, ClientIntentsSpec>,
+    drafts: HashMap<Workload, ClientIntentsSpec>,
     /// Conditions last written.
-    conditions: HashMap<WorkloadRef, Condition>,
+    conditions: HashMap<Workload, Condition>,
     /// Refusals in a row, per client.
-    failures: HashMap<WorkloadRef, u32>,
+    failures: HashMap<Workload, u32>,
     crd: Option<(bool, Instant)>,
 }
 
@@ -166,7 +168,7 @@ impl Writer {
     }
 
     /// A write of `client`, with what the writer remembers of it.
-    fn job(&self, client: WorkloadRef, queued: Queued) -> Job {
+    fn job(&self, client: Workload, queued: Queued) -> Job {
         Job {
             uid: self.uids.get(&client).cloned(),
             draft: self.drafts.get(&client).cloned(),
@@ -265,7 +267,7 @@ impl Writer {
 
 /// One client's write, with what the writer remembered of it when the write started.
 struct Job {
-    client: WorkloadRef,
+    client: Workload,
     queued: Queued,
     /// UID of the ObservedTraffic object, when known to exist.
     uid: Option<String>,
@@ -329,7 +331,7 @@ impl Context {
         let client = &job.client;
         let api = Api::<ObservedTraffic>::all(self.client.clone());
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let mut object = ObservedTraffic::for_client(client.clone());
+        let mut object = ObservedTraffic::for_client(client.name().clone());
         let name = object.metadata.name.clone().unwrap_or_default();
         let known = match uid {
             Some(known) => known.clone(),
@@ -383,7 +385,7 @@ impl Context {
     /// and the draft spec applied now (`applied`, the one applied before, when unchanged).
     async fn settle_intents(
         &self,
-        client: &WorkloadRef,
+        client: &Workload,
         object: &ObservedTraffic,
         applied: Option<&ClientIntentsSpec>,
         crd_present: bool,

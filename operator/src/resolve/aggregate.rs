@@ -2,8 +2,10 @@
 //! `ObservedTraffic` status so the operator can rebuild it on restart, and able to tell a
 //! material change from a mere `lastSeen` move (for write coalescing).
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
+use std::hash::Hash;
 use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -14,21 +16,51 @@ use trafficmap_api::observed::{
     WorkloadRef,
 };
 
-use super::TimeMs;
 use super::convert::time_ms;
+use super::{TimeMs, Workload};
 use crate::fast_hash::FastMap;
 
 /// An in-cluster target: sorted by namespace, name, kind, then Service.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TargetKey {
-    /// Namespace (empty for nodes).
-    pub namespace: String,
-    /// Workload, Service or node name.
-    pub name: String,
-    /// Root owner kind, `Service` or `Node`.
-    pub kind: String,
+    /// Namespace (empty for nodes), name and kind (the root owner's, `Service` or `Node`) of
+    /// what was called: a workload is the one resolution shares, so that finding it in a
+    /// client's targets compares a pointer and a stored hash rather than three names.
+    pub target: Workload,
     /// The Service the workload was called through.
     pub service: Option<String>,
+}
+
+impl TargetKey {
+    /// The target `namespace`/`name` of `kind`, called through `service`.
+    pub fn new(namespace: &str, name: &str, kind: &str, service: Option<&str>) -> Self {
+        TargetKey {
+            target: Workload::new(WorkloadRef {
+                name: name.to_string(),
+                namespace: namespace.to_string(),
+                kind: kind.to_string(),
+            }),
+            service: service.map(str::to_string),
+        }
+    }
+}
+
+impl PartialOrd for TargetKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TargetKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (a, b) = (&self.target, &other.target);
+        let target = if a == b {
+            Ordering::Equal
+        } else {
+            (&a.namespace, &a.name, &a.kind).cmp(&(&b.namespace, &b.name, &b.kind))
+        };
+        target.then_with(|| self.service.cmp(&other.service))
+    }
 }
 
 /// What was called.
@@ -175,11 +207,13 @@ enum InternetKey {
 /// server stores, and what it was already seen calling stays.
 pub const MAX_INTERNET_TARGETS_PER_CLIENT: usize = 512;
 
-/// Everything one client workload was seen calling.
+/// Everything one client workload was seen calling. Targets are hashed, not sorted: every
+/// observation looks its target up, and sorting a client's targets once per status costs
+/// less.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientEdges {
-    targets: BTreeMap<TargetKey, Facts>,
-    internet: BTreeMap<InternetKey, Facts>,
+    targets: FastMap<TargetKey, Facts>,
+    internet: FastMap<InternetKey, Facts>,
 }
 
 impl ClientEdges {
@@ -252,7 +286,13 @@ impl ClientEdges {
     /// [`TrafficMap::clients`]; tests compare whole maps with it).
     #[cfg(test)]
     pub fn change_since(&self, earlier: &ClientEdges) -> Change {
-        fn compare<K: Ord>(a: &BTreeMap<K, Facts>, b: &BTreeMap<K, Facts>) -> Change {
+        fn compare<'a, K: Ord + 'a>(
+            a: impl IntoIterator<Item = (&'a K, &'a Facts)>,
+            b: impl IntoIterator<Item = (&'a K, &'a Facts)>,
+        ) -> Change {
+            use std::collections::BTreeMap;
+            let (a, b): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                (a.into_iter().collect(), b.into_iter().collect());
             if !a.keys().eq(b.keys()) {
                 return Change::Material;
             }
@@ -282,13 +322,14 @@ impl ClientEdges {
     /// The status fields this map owns (targets, internet targets, count, last seen); the
     /// caller adds `uncoveredTargets` and conditions.
     pub fn to_status(&self) -> ObservedTrafficStatus {
-        let targets = self
-            .targets
-            .iter()
+        let mut sorted: Vec<_> = self.targets.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let targets = sorted
+            .into_iter()
             .map(|(key, f)| ObservedTarget {
-                name: key.name.clone(),
-                namespace: key.namespace.clone(),
-                kind: key.kind.clone(),
+                name: key.target.name.clone(),
+                namespace: key.target.namespace.clone(),
+                kind: key.target.kind.clone(),
                 service: key.service.clone(),
                 ports: f.ports.iter().copied().collect(),
                 dns_names: f.dns_names.iter().cloned().collect(),
@@ -297,9 +338,10 @@ impl ClientEdges {
                 last_seen: to_time(f.last_seen_ms),
             })
             .collect();
-        let internet_targets = self
-            .internet
-            .iter()
+        let mut sorted: Vec<_> = self.internet.iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let internet_targets = sorted
+            .into_iter()
             .map(|(key, f)| InternetTarget {
                 dns_name: match key {
                     InternetKey::Domain(name) => Some(name.clone()),
@@ -329,12 +371,7 @@ impl ClientEdges {
             facts.ports.extend(t.ports.iter().copied());
             facts.dns_names.extend(t.dns_names.iter().cloned());
             facts.seen_by.extend(t.seen_by.iter().copied());
-            let key = TargetKey {
-                namespace: t.namespace.clone(),
-                name: t.name.clone(),
-                kind: t.kind.clone(),
-                service: t.service.clone(),
-            };
+            let key = TargetKey::new(&t.namespace, &t.name, &t.kind, t.service.as_deref());
             merge_into(&mut edges.targets, key, facts);
         }
         for t in &status.internet_targets {
@@ -365,8 +402,8 @@ impl ClientEdges {
 }
 
 /// The facts kept under `key`, and whether they are new (empty, over the edge's times).
-fn facts_of<K: Ord>(
-    map: &mut BTreeMap<K, Facts>,
+fn facts_of<K: Hash + Eq>(
+    map: &mut FastMap<K, Facts>,
     key: K,
     first_seen_ms: TimeMs,
     last_seen_ms: TimeMs,
@@ -377,7 +414,7 @@ fn facts_of<K: Ord>(
     }
 }
 
-fn merge_into<K: Ord>(map: &mut BTreeMap<K, Facts>, key: K, facts: Facts) -> Change {
+fn merge_into<K: Hash + Eq>(map: &mut FastMap<K, Facts>, key: K, facts: Facts) -> Change {
     match map.get_mut(&key) {
         Some(existing) => existing.merge(facts),
         None => {
@@ -401,7 +438,7 @@ fn from_time(time: &Time) -> TimeMs {
 /// once per flush.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrafficMap {
-    clients: FastMap<WorkloadRef, ClientEntry>,
+    clients: FastMap<Workload, ClientEntry>,
 }
 
 /// One client's edges, and the largest change to them since its status was last handed to the
@@ -441,7 +478,7 @@ impl TrafficMap {
 
     /// Folds in an edge of `client`, returning what that changed for the client's status;
     /// `None` when the client's edges refuse it (see [`ClientEdges::accepts`]).
-    pub fn record(&mut self, client: &WorkloadRef, edge: ObservedEdge) -> Option<Change> {
+    pub fn record(&mut self, client: &Workload, edge: ObservedEdge) -> Option<Change> {
         // Looked up before inserting: cloning the client's name per observation costs more
         // than the second search on its first one.
         if let Some(entry) = self.clients.get_mut(client) {
@@ -454,20 +491,20 @@ impl TrafficMap {
     }
 
     /// Whether recording `edge` for `client` would change more than `lastSeen`.
-    pub fn is_news(&self, client: &WorkloadRef, edge: &ObservedEdge) -> bool {
+    pub fn is_news(&self, client: &Workload, edge: &ObservedEdge) -> bool {
         self.clients
             .get(client)
             .is_none_or(|entry| entry.edges.is_news(edge))
     }
 
     /// One client's edges.
-    pub fn get(&self, client: &WorkloadRef) -> Option<&ClientEdges> {
+    pub fn get(&self, client: &Workload) -> Option<&ClientEdges> {
         self.clients.get(client).map(|entry| &entry.edges)
     }
 
     /// All clients, sorted, with the largest change to each since its status was last handed
     /// over ([`Change::Material`] for one never handed over).
-    pub fn clients(&self) -> impl Iterator<Item = (&WorkloadRef, &ClientEdges, Change)> {
+    pub fn clients(&self) -> impl Iterator<Item = (&Workload, &ClientEdges, Change)> {
         let mut clients: Vec<_> = self
             .clients
             .iter()
@@ -478,7 +515,7 @@ impl TrafficMap {
     }
 
     /// The client's status, as it is now, was handed to the writer.
-    pub fn mark_handed(&mut self, client: &WorkloadRef) {
+    pub fn mark_handed(&mut self, client: &Workload) {
         if let Some(entry) = self.clients.get_mut(client) {
             entry.unhanded = Change::Unchanged;
         }
@@ -498,7 +535,7 @@ impl TrafficMap {
     }
 
     /// Forgets one client (e.g. after `kubectl trafficmap reset`).
-    pub fn remove(&mut self, client: &WorkloadRef) -> Option<ClientEdges> {
+    pub fn remove(&mut self, client: &Workload) -> Option<ClientEdges> {
         self.clients.remove(client).map(|entry| entry.edges)
     }
 
@@ -508,10 +545,11 @@ impl TrafficMap {
     }
 
     /// Rebuilds the map from stored `ObservedTraffic` objects (on start), merging with whatever
-    /// is already in it.
+    /// is already in it; `intern` gives each client the shared [`Workload`] resolution uses.
     pub fn restore<'a>(
         &mut self,
         objects: impl IntoIterator<Item = &'a ObservedTraffic>,
+        mut intern: impl FnMut(WorkloadRef) -> Workload,
     ) -> Result<(), AggregateError> {
         for ot in objects {
             let Some(status) = &ot.status else { continue };
@@ -519,12 +557,16 @@ impl TrafficMap {
             // What is stored counts as handed over (written).
             let entry = self
                 .clients
-                .entry(ot.spec.client.clone())
+                .entry(intern(ot.spec.client.clone()))
                 .or_insert_with(|| ClientEntry {
                     edges: ClientEdges::default(),
                     unhanded: Change::Unchanged,
                 });
             for (key, facts) in edges.targets {
+                let key = TargetKey {
+                    target: intern(key.target.name().clone()),
+                    service: key.service,
+                };
                 merge_into(&mut entry.edges.targets, key, facts);
             }
             for (key, facts) in edges.internet {

@@ -4,12 +4,7 @@ use trafficmap_api::render::{NODE_KIND, SERVICE_KIND};
 use super::*;
 
 fn workload(name: &str, kind: &str, service: Option<&str>) -> EdgeTarget {
-    EdgeTarget::InCluster(TargetKey {
-        namespace: "shop".into(),
-        name: name.into(),
-        kind: kind.into(),
-        service: service.map(str::to_string),
-    })
+    EdgeTarget::InCluster(TargetKey::new("shop", name, kind, service))
 }
 
 fn tcp(port: u16) -> Option<PortProtocol> {
@@ -43,12 +38,13 @@ fn internet(name: Option<&str>, ip: &str) -> EdgeTarget {
     }
 }
 
-fn client() -> WorkloadRef {
-    WorkloadRef {
+/// A new, unshared workload on every call: the map must find clients by name, not pointer.
+fn client() -> Workload {
+    Workload::new(WorkloadRef {
         name: "checkout".into(),
         namespace: "shop".into(),
         kind: "Deployment".into(),
-    }
+    })
 }
 
 fn sample() -> ClientEdges {
@@ -142,6 +138,58 @@ fn status_targets_are_sorted_by_namespace_name_kind() {
     let status = sample().to_status();
     let names: Vec<&str> = status.targets.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, vec!["cart", "kubernetes", "node-1"]);
+}
+
+#[test]
+fn a_status_lists_many_targets_in_order_whatever_order_they_came_in() {
+    let mut edges = ClientEdges::default();
+    for i in (0..40).rev() {
+        let (namespace, name) = (format!("ns-{}", i % 3), format!("w-{:02}", i % 7));
+        let service = (i % 2 == 0).then(|| format!("s-{i:02}"));
+        let target = EdgeTarget::InCluster(TargetKey::new(
+            &namespace,
+            &name,
+            "Deployment",
+            service.as_deref(),
+        ));
+        edges.record(edge(target, tcp(80), SeenBy::Tcp, 1_000, 2_000));
+        let ip = format!("192.0.2.{}", i + 1);
+        let domain = format!("d{:02}.example.com", i % 9);
+        for dns_name in [None, Some(domain.as_str())] {
+            edges.record(edge(
+                internet(dns_name, &ip),
+                None,
+                SeenBy::Dns,
+                1_000,
+                1_000,
+            ));
+        }
+    }
+    let status = edges.to_status();
+    let keys: Vec<_> = status
+        .targets
+        .iter()
+        .map(|t| (t.namespace.clone(), t.name.clone(), t.service.clone()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(keys, sorted);
+    assert_eq!(keys.len(), 40);
+    let internet: Vec<_> = status
+        .internet_targets
+        .iter()
+        .map(|t| (t.dns_name.is_none(), t.dns_name.clone(), t.ips[0].clone()))
+        .collect();
+    assert_eq!(internet.len(), 9 + 40);
+    assert!(internet[..9].iter().all(|(bare, ..)| !bare));
+    let domains: Vec<_> = internet[..9].iter().map(|t| t.1.clone()).collect();
+    assert!(domains.is_sorted(), "{domains:?}");
+    let bare: Vec<std::net::IpAddr> = internet[9..]
+        .iter()
+        .map(|t| t.2.parse().expect("an IP"))
+        .collect();
+    assert!(bare.is_sorted(), "{bare:?}");
 }
 
 #[test]
@@ -241,14 +289,14 @@ fn map_is_rebuilt_from_stored_observed_traffic_after_a_restart() {
     ] {
         map.record(&client(), e);
     }
-    let mut ot = ObservedTraffic::for_client(client());
+    let mut ot = ObservedTraffic::for_client(client().name().clone());
     ot.status = Some(map.get(&client()).expect("client").to_status());
     map.mark_handed(&client());
     // Through JSON, as the API server stores it (times in whole seconds).
     let stored: ObservedTraffic =
         serde_json::from_value(serde_json::to_value(&ot).expect("serializes")).expect("parses");
     let mut rebuilt = TrafficMap::new();
-    rebuilt.restore([&stored]).expect("restores");
+    rebuilt.restore([&stored], Workload::new).expect("restores");
     let got = rebuilt.get(&client()).expect("client restored");
     assert_eq!(got.target_count(), 2);
     assert_eq!(

@@ -7,17 +7,16 @@
 //!    hostNetwork pods share that IP and none is guessed.
 //! 4. Otherwise an IP in a pod range waits for the pod watch; anything else is not in the cluster.
 
-use trafficmap_api::observed::WorkloadRef;
 use trafficmap_api::report::ClientId;
 
 use super::ip_history::Lookup;
-use super::{Attempt, DropReason, Index, PendingReason, SeenRange, Unresolved};
+use super::{Attempt, DropReason, Index, PendingReason, SeenRange, Unresolved, Workload};
 
 /// Who made a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientResolution {
     /// A workload.
-    Workload(WorkloadRef),
+    Workload(Workload),
     /// A node (or an unidentified hostNetwork pod on it): not a workload.
     Node {
         /// Node name.
@@ -29,8 +28,8 @@ pub enum ClientResolution {
     Dropped(DropReason),
 }
 
-impl From<Result<WorkloadRef, Unresolved>> for ClientResolution {
-    fn from(r: Result<WorkloadRef, Unresolved>) -> Self {
+impl From<Result<Workload, Unresolved>> for ClientResolution {
+    fn from(r: Result<Workload, Unresolved>) -> Self {
         match r {
             Ok(w) => ClientResolution::Workload(w),
             Err(Unresolved::Pending(reason)) => ClientResolution::Pending(reason),

@@ -26,6 +26,7 @@ pub mod pending;
 pub mod pods;
 pub mod services;
 pub mod target;
+pub mod workload;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -46,12 +47,14 @@ pub use observe::{ObservationOutcome, SkipReason};
 pub use owners::GroupKind;
 pub use pending::PendingQueue;
 pub use target::TargetResolution;
+pub use workload::Workload;
 
 use dns_names::DnsAnswers;
 use nodes::NodeIndex;
 use owners::OwnerIndex;
 use pods::PodStore;
 use services::{ServiceIndex, ServiceTiming};
+use workload::{Interner, PodKey};
 
 /// Milliseconds since the Unix epoch.
 pub type TimeMs = u64;
@@ -237,7 +240,9 @@ pub struct Index {
     /// and its backends, and walking their owners each time took a fifth of the engine's time.
     /// An entry goes when its pod changes; all go when an owner changes or history is
     /// forgotten.
-    workloads: RefCell<FastMap<String, WorkloadRef>>,
+    workloads: RefCell<FastMap<PodKey, Workload>>,
+    /// The one shared [`Workload`] of each name handed out.
+    interner: RefCell<Interner>,
 }
 
 impl Index {
@@ -261,6 +266,7 @@ impl Index {
             ),
             config,
             workloads: RefCell::default(),
+            interner: RefCell::default(),
         }
     }
 
@@ -271,7 +277,9 @@ impl Index {
 
     /// A pod was added or changed.
     pub fn apply_pod(&mut self, pod: PodInfo, at_ms: TimeMs) {
-        self.workloads.get_mut().remove(&pod.uid);
+        if let Some(key) = PodKey::new(&pod.uid) {
+            self.workloads.get_mut().remove(&key);
+        }
         self.pods.apply(pod, at_ms);
     }
 
@@ -344,11 +352,17 @@ impl Index {
     /// Forgets whatever ended more than the retention before `now_ms`.
     pub fn gc(&mut self, now_ms: TimeMs) {
         self.workloads.get_mut().clear();
+        self.interner.get_mut().forget_unused();
         self.pods.gc(now_ms);
         self.owners.gc(now_ms);
         self.services.gc(now_ms);
         self.nodes.gc(now_ms);
         self.dns.gc(now_ms);
+    }
+
+    /// The shared [`Workload`] named `name`, the one resolution hands out for it.
+    pub fn intern(&self, name: WorkloadRef) -> Workload {
+        self.interner.borrow_mut().intern(name)
     }
 
     /// Whether `ip` is in a pod range (configured or announced by a node).
@@ -368,7 +382,7 @@ impl Index {
     }
 
     /// The workload of the pod `uid`, or why not (yet); `None` for an unknown pod.
-    fn pod_workload(&self, uid: &str, attempt: Attempt) -> Option<Result<WorkloadRef, Unresolved>> {
+    fn pod_workload(&self, uid: &str, attempt: Attempt) -> Option<Result<Workload, Unresolved>> {
         match self.remembered(uid) {
             Some(workload) => Some(Ok(workload)),
             None => self.pods.get(uid).map(|pod| self.name_pod(pod, attempt)),
@@ -376,7 +390,7 @@ impl Index {
     }
 
     /// The workload of `pod`, or why not (yet).
-    fn workload_of(&self, pod: &PodInfo, attempt: Attempt) -> Result<WorkloadRef, Unresolved> {
+    fn workload_of(&self, pod: &PodInfo, attempt: Attempt) -> Result<Workload, Unresolved> {
         match self.remembered(&pod.uid) {
             Some(workload) => Ok(workload),
             None => self.name_pod(pod, attempt),
@@ -384,24 +398,27 @@ impl Index {
     }
 
     /// The workload remembered for the pod `uid`.
-    fn remembered(&self, uid: &str) -> Option<WorkloadRef> {
-        self.workloads.borrow().get(uid).cloned()
+    fn remembered(&self, uid: &str) -> Option<Workload> {
+        let key = PodKey::new(uid)?;
+        self.workloads.borrow().get(&key).cloned()
     }
 
     /// Walks `pod`'s owners. Only names found with every owner known are remembered: on a last
     /// attempt a missing owner is taken as the root, for this once.
-    fn name_pod(&self, pod: &PodInfo, attempt: Attempt) -> Result<WorkloadRef, Unresolved> {
+    fn name_pod(&self, pod: &PodInfo, attempt: Attempt) -> Result<Workload, Unresolved> {
         let named = match naming::workload_for_pod(pod, &self.owners, MissingOwner::Wait) {
             Err(NamingError::OwnerNotKnown { .. }) if attempt.last => {
                 naming::workload_for_pod(pod, &self.owners, MissingOwner::IsRoot)
+                    .map(|name| self.intern(name))
             }
-            Ok(workload) => {
-                self.workloads
-                    .borrow_mut()
-                    .insert(pod.uid.clone(), workload.clone());
+            Ok(name) => {
+                let workload = self.intern(name);
+                if let Some(key) = PodKey::new(&pod.uid) {
+                    self.workloads.borrow_mut().insert(key, workload.clone());
+                }
                 Ok(workload)
             }
-            other => other,
+            Err(err) => Err(err),
         };
         named.map_err(|e| match e {
             NamingError::OwnerNotKnown { .. } => {

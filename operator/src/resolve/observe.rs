@@ -19,7 +19,7 @@ use super::client::ClientResolution;
 use super::ip_history::Lookup;
 use super::services::BackendTarget;
 use super::target::TargetResolution;
-use super::{Attempt, DropReason, Index, PendingReason, SeenRange};
+use super::{Attempt, DropReason, Index, PendingReason, SeenRange, Workload};
 
 /// What an observation amounts to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub enum ObservationOutcome {
     /// The client and the edges to fold into its map (possibly none, e.g. cluster DNS calls).
     Edges {
         /// The calling workload.
-        client: WorkloadRef,
+        client: Workload,
         /// Its calls.
         edges: Vec<ObservedEdge>,
     },
@@ -72,7 +72,7 @@ impl Index {
                 if self.config.excluded_namespaces.contains(&w.namespace) =>
             {
                 return ObservationOutcome::Skipped(SkipReason::ClientNamespaceExcluded(
-                    w.namespace,
+                    w.namespace.clone(),
                 ));
             }
             ClientResolution::Workload(w) => w,
@@ -143,28 +143,26 @@ fn edges_for(
     seen_by: SeenBy,
     seen: SeenRange,
 ) -> Vec<ObservedEdge> {
-    let in_cluster = |namespace: String, name: String, kind: &str, service: Option<String>| {
+    let other = |namespace: String, name: String, kind: &str| {
         EdgeTarget::InCluster(TargetKey {
-            namespace,
-            name,
-            kind: kind.to_string(),
-            service,
+            target: Workload::new(WorkloadRef {
+                name,
+                namespace,
+                kind: kind.to_string(),
+            }),
+            service: None,
         })
     };
     let targets = match target {
         TargetResolution::Workload {
             workload,
             via_service,
-        } => vec![in_cluster(
-            workload.namespace,
-            workload.name,
-            &workload.kind,
-            via_service,
-        )],
-        TargetResolution::Service { namespace, name } => {
-            vec![in_cluster(namespace, name, SERVICE_KIND, None)]
-        }
-        TargetResolution::Node { name } => vec![in_cluster(String::new(), name, NODE_KIND, None)],
+        } => vec![EdgeTarget::InCluster(TargetKey {
+            target: workload,
+            service: via_service,
+        })],
+        TargetResolution::Service { namespace, name } => vec![other(namespace, name, SERVICE_KIND)],
+        TargetResolution::Node { name } => vec![other(String::new(), name, NODE_KIND)],
         TargetResolution::Internet { ip, dns_names } if dns_names.is_empty() => {
             vec![EdgeTarget::Internet { dns_name: None, ip }]
         }

@@ -19,12 +19,14 @@
 
 use std::net::IpAddr;
 
-use trafficmap_api::observed::{PortProtocol, WorkloadRef};
+use trafficmap_api::observed::PortProtocol;
 
 use super::dns_names::{self, DnsName};
 use super::ip_history::Lookup;
 use super::services::{BackendTarget, Backends};
-use super::{Attempt, DropReason, Index, PendingReason, SeenRange, ServiceKey, Unresolved};
+use super::{
+    Attempt, DropReason, Index, PendingReason, SeenRange, ServiceKey, Unresolved, Workload,
+};
 
 /// The cluster DNS port: calls to cluster DNS pods on it are DNS lookups, not targets.
 pub const DNS_PORT: u16 = 53;
@@ -35,7 +37,7 @@ pub enum TargetResolution {
     /// A workload, called through `via_service` when there was one.
     Workload {
         /// The called workload.
-        workload: WorkloadRef,
+        workload: Workload,
         /// The Service it was reached through (ClusterIP, or a headless Service's name).
         via_service: Option<String>,
     },
@@ -165,7 +167,7 @@ impl Index {
             }
         };
         // The one workload behind every backend, if there is exactly one.
-        let mut only: Option<WorkloadRef> = None;
+        let mut only: Option<Workload> = None;
         let mut several = false;
         let mut unknown = false;
         for target in targets {
@@ -194,7 +196,7 @@ impl Index {
         namespace: &str,
         seen: SeenRange,
         attempt: Attempt,
-    ) -> Result<WorkloadRef, Unresolved> {
+    ) -> Result<Workload, Unresolved> {
         let held;
         let uid = match target {
             BackendTarget::Pod(uid) => uid.as_str(),

@@ -14,7 +14,7 @@ fn target_at(index: &Index, server: &str, port: u16, t: TimeMs) -> TargetResolut
 
 fn wl(name: &str, kind: &str, via: Option<&str>) -> TargetResolution {
     TargetResolution::Workload {
-        workload: workload(name, kind),
+        workload: workload(name, kind).into(),
         via_service: via.map(str::to_string),
     }
 }
@@ -280,7 +280,7 @@ fn sniffer_pod_uid_identifies_a_host_network_client() {
     let with_uid = idx.resolve_client(&client("192.168.1.10", Some("h1")), at(T), attempt_after(T));
     assert_eq!(
         with_uid,
-        ClientResolution::Workload(workload("agent", "DaemonSet"))
+        ClientResolution::Workload(workload("agent", "DaemonSet").into())
     );
     let without = idx.resolve_client(&client("192.168.1.10", None), at(T), attempt_after(T));
     assert_eq!(without, ClientResolution::Node { name: "n1".into() });
@@ -293,7 +293,7 @@ fn client_is_the_pod_that_held_the_ip_at_the_time() {
     let got = idx.resolve_client(&client("10.244.0.5", None), at(T), attempt_after(T));
     assert_eq!(
         got,
-        ClientResolution::Workload(workload("checkout", "Deployment"))
+        ClientResolution::Workload(workload("checkout", "Deployment").into())
     );
     let unknown_uid =
         idx.resolve_client(&client("10.244.0.5", Some("zz")), at(T), attempt_after(T));
@@ -353,12 +353,7 @@ fn dns_answer_for_a_service_name_adds_a_dns_edge_to_its_workload() {
     assert_eq!(edges[0].dns_names, vec!["cart.shop.svc.cluster.local"]);
     assert_eq!(
         edges[0].target,
-        EdgeTarget::InCluster(TargetKey {
-            namespace: NS.into(),
-            name: "cart".into(),
-            kind: "Deployment".into(),
-            service: Some("cart".into()),
-        })
+        EdgeTarget::InCluster(TargetKey::new(NS, "cart", "Deployment", Some("cart")))
     );
 }
 
@@ -519,7 +514,10 @@ fn a_replica_set_adopted_by_a_deployment_renames_its_pods_workload() {
         CREATED,
     );
     let alone = workload("cart-rs", "ReplicaSet");
-    assert_eq!(client_at(&idx, "c1", T), ClientResolution::Workload(alone));
+    assert_eq!(
+        client_at(&idx, "c1", T),
+        ClientResolution::Workload(alone.into())
+    );
     assert_eq!(
         target_at(&idx, "10.244.0.5", 80, T),
         wl("cart-rs", "ReplicaSet", None)
@@ -529,7 +527,7 @@ fn a_replica_set_adopted_by_a_deployment_renames_its_pods_workload() {
     let adopted = workload("cart", "Deployment");
     assert_eq!(
         client_at(&idx, "c1", T),
-        ClientResolution::Workload(adopted)
+        ClientResolution::Workload(adopted.into())
     );
     assert_eq!(
         target_at(&idx, "10.244.0.5", 80, T),
@@ -558,7 +556,10 @@ fn a_pods_new_workload_annotation_names_it_at_once() {
     annotated.workload_name_annotation = Some("checkout".into());
     idx.apply_pod(annotated, CREATED + 1);
     let named = workload("checkout", naming::ANNOTATED_WORKLOAD_KIND);
-    assert_eq!(client_at(&idx, "c1", T), ClientResolution::Workload(named));
+    assert_eq!(
+        client_at(&idx, "c1", T),
+        ClientResolution::Workload(named.into())
+    );
 }
 
 #[test]
