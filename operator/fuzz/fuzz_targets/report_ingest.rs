@@ -203,7 +203,7 @@ fuzz_target!(|body: &[u8]| {
             target_facts(&write.status),
             "a restart would change the targets"
         );
-        let mut observed = ObservedTraffic::for_client(write.client.name().clone());
+        let mut observed = ObservedTraffic::for_client(write.client.get().clone());
         observed.status = Some(write.status);
         let draft = render_client_intents(&observed);
         assert_eq!(draft.metadata.namespace.as_deref(), Some(NS));

@@ -331,7 +331,7 @@ impl Context {
         let client = &job.client;
         let api = Api::<ObservedTraffic>::all(self.client.clone());
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let mut object = ObservedTraffic::for_client(client.name().clone());
+        let mut object = ObservedTraffic::for_client(client.get().clone());
         let name = object.metadata.name.clone().unwrap_or_default();
         let known = match uid {
             Some(known) => known.clone(),

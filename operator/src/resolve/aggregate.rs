@@ -564,7 +564,7 @@ impl TrafficMap {
                 });
             for (key, facts) in edges.targets {
                 let key = TargetKey {
-                    target: intern(key.target.name().clone()),
+                    target: intern(key.target.get().clone()),
                     service: key.service,
                 };
                 merge_into(&mut entry.edges.targets, key, facts);

@@ -289,7 +289,7 @@ fn map_is_rebuilt_from_stored_observed_traffic_after_a_restart() {
     ] {
         map.record(&client(), e);
     }
-    let mut ot = ObservedTraffic::for_client(client().name().clone());
+    let mut ot = ObservedTraffic::for_client(client().get().clone());
     ot.status = Some(map.get(&client()).expect("client").to_status());
     map.mark_handed(&client());
     // Through JSON, as the API server stores it (times in whole seconds).

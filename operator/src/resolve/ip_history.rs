@@ -123,22 +123,23 @@ impl<K: Clone + Eq> IpHistory<K> {
             return Lookup::Free;
         };
         let g = self.guard_ms;
-        let touching: Vec<&Holding<K>> = holdings
-            .iter()
-            .filter(|h| {
+        // Run per observation: filtered twice rather than collected.
+        let touching = || {
+            holdings.iter().filter(|h| {
                 h.from_ms.saturating_sub(g) <= range.last_ms
                     && h.until_ms
                         .is_none_or(|u| range.first_ms < u.saturating_add(g))
             })
-            .collect();
-        let Some(first) = touching.first() else {
+        };
+        let mut others = touching();
+        let Some(first) = others.next() else {
             return Lookup::Free;
         };
-        if touching.iter().any(|h| h.holder != first.holder) {
+        if others.any(|h| h.holder != first.holder) {
             return Lookup::Ambiguous;
         }
         let needs_known_start = range.first_ms < self.complete_since_ms;
-        let covers = touching.iter().any(|h| {
+        let covers = touching().any(|h| {
             let starts_in_time = if needs_known_start {
                 h.from_ms.saturating_add(g) <= range.first_ms
             } else {

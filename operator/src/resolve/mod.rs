@@ -25,8 +25,8 @@ pub mod owners;
 pub mod pending;
 pub mod pods;
 pub mod services;
+pub mod shared;
 pub mod target;
-pub mod workload;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -46,15 +46,16 @@ pub use naming::{MissingOwner, NamingError};
 pub use observe::{ObservationOutcome, SkipReason};
 pub use owners::GroupKind;
 pub use pending::PendingQueue;
+pub use shared::Shared;
 pub use target::TargetResolution;
-pub use workload::Workload;
 
 use dns_names::DnsAnswers;
 use nodes::NodeIndex;
 use owners::OwnerIndex;
+use pods::PodKey;
 use pods::PodStore;
 use services::{ServiceIndex, ServiceTiming};
-use workload::{Interner, PodKey};
+use shared::Interner;
 
 /// Milliseconds since the Unix epoch.
 pub type TimeMs = u64;
@@ -94,26 +95,39 @@ impl SeenRange {
     }
 }
 
-/// A Service by namespace and name.
+/// A workload, shared (see [`shared`]).
+pub type Workload = Shared<WorkloadRef>;
+
+impl Workload {
+    /// A workload of its own (the index hands out shared ones).
+    pub fn new(name: WorkloadRef) -> Self {
+        Shared::share(name)
+    }
+}
+
+/// A Service by namespace and name, shared (see [`shared`]).
+pub type ServiceKey = Shared<ServiceName>;
+
+impl ServiceKey {
+    /// A Service key of its own (the Service index hands out shared ones).
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Shared::share(ServiceName {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// A Service's namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceKey {
+pub struct ServiceName {
     /// Namespace.
     pub namespace: String,
     /// Name.
     pub name: String,
 }
 
-impl ServiceKey {
-    /// A Service key.
-    pub fn new(namespace: &str, name: &str) -> Self {
-        ServiceKey {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for ServiceKey {
+impl fmt::Display for ServiceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
     }
@@ -242,7 +256,7 @@ pub struct Index {
     /// forgotten.
     workloads: RefCell<FastMap<PodKey, Workload>>,
     /// The one shared [`Workload`] of each name handed out.
-    interner: RefCell<Interner>,
+    interner: RefCell<Interner<WorkloadRef>>,
 }
 
 impl Index {

@@ -126,6 +126,33 @@ impl PodStore {
     }
 }
 
+/// A pod UID held inline, as the key of the index's memo of pods' workloads: finding it reads
+/// no heap string. Kubernetes UIDs are 36-byte UUIDs; longer ones get no key (and no memo).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PodKey {
+    len: u8,
+    bytes: [u8; PodKey::MAX],
+}
+
+impl PodKey {
+    /// Longest UID with a key.
+    pub const MAX: usize = 39;
+
+    /// The key of `uid`, if it fits.
+    pub fn new(uid: &str) -> Option<Self> {
+        let len = uid.len();
+        if len > Self::MAX {
+            return None;
+        }
+        let mut bytes = [0; Self::MAX];
+        bytes[..len].copy_from_slice(uid.as_bytes());
+        Some(PodKey {
+            len: len as u8,
+            bytes,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +180,16 @@ mod tests {
 
     fn store() -> PodStore {
         PodStore::new(RETENTION, 2_000, 0)
+    }
+
+    #[test]
+    fn pod_keys_tell_uids_apart_and_long_ones_get_none() {
+        let uid = "0b4cbd6e-3f2a-4c8e-9a55-0e5f7f0c1d2a";
+        assert_eq!(PodKey::new(uid), PodKey::new(uid));
+        assert_ne!(PodKey::new(uid), PodKey::new(&uid[..35]));
+        assert_ne!(PodKey::new("a"), PodKey::new("a\0"));
+        assert!(PodKey::new(&"a".repeat(PodKey::MAX)).is_some());
+        assert_eq!(PodKey::new(&"a".repeat(PodKey::MAX + 1)), None);
     }
 
     #[test]

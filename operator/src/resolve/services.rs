@@ -15,7 +15,8 @@ use trafficmap_api::observed::PortProtocol;
 
 use super::inputs::{EndpointPortInfo, EndpointSliceInfo, ServiceInfo};
 use super::ip_history::{IpHistory, Lookup};
-use super::{SeenRange, ServiceKey, TimeMs};
+use super::shared::Interner;
+use super::{SeenRange, ServiceKey, ServiceName, TimeMs};
 use crate::fast_hash::FastMap;
 
 /// What an endpoint points at.
@@ -94,6 +95,8 @@ pub struct ServiceIndex {
     /// Service's backends from its own slices, not by searching every slice in the cluster.
     slices_of: FastMap<ServiceKey, BTreeSet<String>>,
     backends: FastMap<ServiceKey, BackendHistory>,
+    /// One shared key per Service name, so that the maps above find it by pointer.
+    names: Interner<ServiceName>,
     timing: ServiceTiming,
 }
 
@@ -106,13 +109,14 @@ impl ServiceIndex {
             slices: FastMap::default(),
             slices_of: FastMap::default(),
             backends: FastMap::default(),
+            names: Interner::default(),
             timing,
         }
     }
 
     /// Adds or updates a Service seen at `at_ms`; ClusterIPs are held from its creation.
     pub fn apply_service(&mut self, info: ServiceInfo, at_ms: TimeMs) {
-        let key = ServiceKey::new(&info.namespace, &info.name);
+        let key = self.key(&info.namespace, &info.name);
         let old_ips = self
             .services
             .get(&key)
@@ -149,7 +153,10 @@ impl ServiceIndex {
     pub fn apply_slice(&mut self, slice: EndpointSliceInfo, at_ms: TimeMs) {
         let id = (slice.namespace.clone(), slice.name.clone());
         let old_service = self.slices.get(&id).and_then(slice_service);
-        let new_service = slice_service(&slice);
+        let new_service = slice
+            .service_name
+            .as_ref()
+            .map(|name| self.key(&slice.namespace, name));
         if let Some(old) = &old_service {
             self.forget_slice_of(old, &slice.name);
         }
@@ -163,6 +170,14 @@ impl ServiceIndex {
         for key in [old_service, new_service].into_iter().flatten() {
             self.recompute_backends(&key, at_ms);
         }
+    }
+
+    /// The shared key of the Service `namespace`/`name`.
+    fn key(&mut self, namespace: &str, name: &str) -> ServiceKey {
+        self.names.intern(ServiceName {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
     }
 
     fn forget_slice_of(&mut self, key: &ServiceKey, slice_name: &str) {
@@ -334,6 +349,7 @@ impl ServiceIndex {
         let services = &self.services;
         self.backends
             .retain(|key, h| !h.intervals.is_empty() || services.contains_key(key));
+        self.names.forget_unused();
     }
 }
 

@@ -260,7 +260,7 @@ impl Index {
                 svc.namespace == pod.namespace
                     && self.services.is_possible_backend(svc, &backend, seen)
             })
-            .map(|svc| svc.name)
+            .map(|svc| svc.name.clone())
             .min();
         TargetResolution::Workload {
             workload,
