@@ -3,9 +3,9 @@
 //! material change from a mere `lastSeen` move (for write coalescing).
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
 use std::collections::hash_map::Entry;
-use std::hash::Hash;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -209,11 +209,12 @@ pub const MAX_INTERNET_TARGETS_PER_CLIENT: usize = 512;
 
 /// Everything one client workload was seen calling. Targets are hashed, not sorted: every
 /// observation looks its target up, and sorting a client's targets once per status costs
-/// less.
+/// less. Internet targets are named by what reports alone say, so they keep SipHash (see
+/// [`crate::fast_hash`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientEdges {
     targets: FastMap<TargetKey, Facts>,
-    internet: FastMap<InternetKey, Facts>,
+    internet: HashMap<InternetKey, Facts>,
 }
 
 impl ClientEdges {
@@ -402,8 +403,8 @@ impl ClientEdges {
 }
 
 /// The facts kept under `key`, and whether they are new (empty, over the edge's times).
-fn facts_of<K: Hash + Eq>(
-    map: &mut FastMap<K, Facts>,
+fn facts_of<K: Hash + Eq, S: BuildHasher>(
+    map: &mut HashMap<K, Facts, S>,
     key: K,
     first_seen_ms: TimeMs,
     last_seen_ms: TimeMs,
@@ -414,7 +415,11 @@ fn facts_of<K: Hash + Eq>(
     }
 }
 
-fn merge_into<K: Hash + Eq>(map: &mut FastMap<K, Facts>, key: K, facts: Facts) -> Change {
+fn merge_into<K: Hash + Eq, S: BuildHasher>(
+    map: &mut HashMap<K, Facts, S>,
+    key: K,
+    facts: Facts,
+) -> Change {
     match map.get_mut(&key) {
         Some(existing) => existing.merge(facts),
         None => {

@@ -52,8 +52,7 @@ pub use target::TargetResolution;
 use dns_names::DnsAnswers;
 use nodes::NodeIndex;
 use owners::OwnerIndex;
-use pods::PodKey;
-use pods::PodStore;
+use pods::{PodKey, PodStore};
 use services::{ServiceIndex, ServiceTiming};
 use shared::Interner;
 

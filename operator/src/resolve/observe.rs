@@ -143,7 +143,7 @@ fn edges_for(
     seen_by: SeenBy,
     seen: SeenRange,
 ) -> Vec<ObservedEdge> {
-    let other = |namespace: String, name: String, kind: &str| {
+    let service_or_node = |namespace: String, name: String, kind: &str| {
         EdgeTarget::InCluster(TargetKey {
             target: Workload::new(WorkloadRef {
                 name,
@@ -161,8 +161,10 @@ fn edges_for(
             target: workload,
             service: via_service,
         })],
-        TargetResolution::Service { namespace, name } => vec![other(namespace, name, SERVICE_KIND)],
-        TargetResolution::Node { name } => vec![other(String::new(), name, NODE_KIND)],
+        TargetResolution::Service { namespace, name } => {
+            vec![service_or_node(namespace, name, SERVICE_KIND)]
+        }
+        TargetResolution::Node { name } => vec![service_or_node(String::new(), name, NODE_KIND)],
         TargetResolution::Internet { ip, dns_names } if dns_names.is_empty() => {
             vec![EdgeTarget::Internet { dns_name: None, ip }]
         }
