@@ -58,7 +58,9 @@ pub fn dump_sockets() -> Result<Vec<SocketRecord>, ScanError> {
     let mut records = Vec::new();
     let mut buffer = vec![0u8; RECV_BUFFER_BYTES];
     let mut sequence = 0;
-    if COMPAT_REFUSED.load(Ordering::Relaxed) {
+    if !COMPAT_REFUSED.load(Ordering::Relaxed)
+        && !dump_tcp_at_once(&socket, &mut buffer, &mut sequence, &mut records)?
+    {
         dump_per_family(
             &socket,
             &mut buffer,
@@ -66,30 +68,6 @@ pub fn dump_sockets() -> Result<Vec<SocketRecord>, ScanError> {
             Protocol::Tcp,
             &mut records,
         )?;
-    } else {
-        sequence += 1;
-        send(&socket, &compat_request(tcp_states(), sequence))?;
-        match receive_dump(&socket, &mut buffer, Protocol::Tcp, &mut records) {
-            Ok(()) => {}
-            // Only the kernel's own error answer means the request is not served; a failing
-            // socket is an error like any other.
-            Err(ScanError::DumpRefused(source)) if records.is_empty() => {
-                COMPAT_REFUSED.store(true, Ordering::Relaxed);
-                tracing::warn!(
-                    error = %source,
-                    "the kernel refused a TCPDIAG_GETSOCK dump; dumping TCP per family \
-                     (two walks of the TCP hash table per namespace)"
-                );
-                dump_per_family(
-                    &socket,
-                    &mut buffer,
-                    &mut sequence,
-                    Protocol::Tcp,
-                    &mut records,
-                )?;
-            }
-            Err(other) => return Err(other),
-        }
     }
     dump_per_family(
         &socket,
@@ -99,6 +77,33 @@ pub fn dump_sockets() -> Result<Vec<SocketRecord>, ScanError> {
         &mut records,
     )?;
     Ok(records)
+}
+
+/// TCP of both families with one `TCPDIAG_GETSOCK` dump; false (and remembered) when the kernel
+/// refuses the request, so that TCP is dumped per family instead.
+fn dump_tcp_at_once(
+    socket: &Socket,
+    buffer: &mut [u8],
+    sequence: &mut u32,
+    records: &mut Vec<SocketRecord>,
+) -> Result<bool, ScanError> {
+    *sequence += 1;
+    send(socket, &compat_request(tcp_states(), *sequence))?;
+    match receive_dump(socket, buffer, Protocol::Tcp, records) {
+        Ok(()) => Ok(true),
+        // Only the kernel's own error answer means the request is not served; a failing
+        // socket is an error like any other.
+        Err(ScanError::DumpRefused(source)) if records.is_empty() => {
+            COMPAT_REFUSED.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                error = %source,
+                "the kernel refused a TCPDIAG_GETSOCK dump; dumping TCP per family \
+                 (two walks of the TCP hash table per namespace)"
+            );
+            Ok(false)
+        }
+        Err(other) => Err(other),
+    }
 }
 
 fn open() -> Result<Socket, ScanError> {
