@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use operator::{CallerNetns, IngestServer, Recorded, Sniffer, TestPki, temp_dir};
 use trafficmap_api::report::{INGEST_PATH, REPORT_VERSION};
+use trafficmap_sniffer::report::backoff::BACKOFF_MAX;
 
 /// Longest wait for something the sniffer should do within a few report intervals.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -78,9 +79,10 @@ fn reports_carry_the_current_token_and_survive_an_outage() {
     let _during_outage = net.connected_udp(3333);
     std::thread::sleep(OUTAGE);
     server.set_status(200);
+    // The last refused attempt may have set a wait of up to the backoff's cap (30 s).
     server.wait_for(
         "port 3333 delivered after the outage",
-        PATIENCE,
+        BACKOFF_MAX + PATIENCE,
         delivered(3333),
     );
     let refused: Vec<Instant> = server
