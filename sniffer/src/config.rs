@@ -59,6 +59,11 @@ pub struct Args {
     #[arg(long, env = "TRAFFICMAP_RING_BLOCKS", default_value_t = RingGeometry::default().block_count)]
     pub ring_blocks: u32,
 
+    /// DNS messages whose answer is remembered, so a repeat (differing only in its ID) is not
+    /// parsed again; 0 parses every response.
+    #[arg(long, env = "TRAFFICMAP_DNS_MEMO_ENTRIES", default_value_t = crate::dns::memo::DEFAULT_ENTRIES)]
+    pub dns_memo_entries: usize,
+
     /// procfs showing the node's processes (the pod needs hostPID).
     #[arg(long, env = "TRAFFICMAP_PROC", default_value = "/proc")]
     pub proc_root: PathBuf,

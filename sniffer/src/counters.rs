@@ -21,6 +21,8 @@ pub struct Counters {
     pub dns_responses: AtomicU64,
     /// Copies of a response already seen on another interface.
     pub dns_copies: AtomicU64,
+    /// Responses answered from the memo of recent messages rather than parsed.
+    pub dns_memo_hits: AtomicU64,
     /// Responses that gave addresses for their question.
     pub dns_answers: AtomicU64,
     /// Messages from port 53 that are not responses to a standard query.
@@ -85,6 +87,7 @@ pub struct CountersSnapshot {
     pub frames: u64,
     pub dns_responses: u64,
     pub dns_copies: u64,
+    pub dns_memo_hits: u64,
     pub dns_answers: u64,
     pub dns_not_responses: u64,
     pub dns_error_rcode: u64,
@@ -158,6 +161,7 @@ impl Counters {
             frames: get(&self.frames),
             dns_responses: get(&self.dns_responses),
             dns_copies: get(&self.dns_copies),
+            dns_memo_hits: get(&self.dns_memo_hits),
             dns_answers: get(&self.dns_answers),
             dns_not_responses: get(&self.dns_not_responses),
             dns_error_rcode: get(&self.dns_error_rcode),

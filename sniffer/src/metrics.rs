@@ -37,7 +37,7 @@ struct CountersCollector(Arc<Counters>);
 type CounterRow = (&'static str, &'static str, u64);
 
 #[rustfmt::skip]
-fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 25] {
+fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 26] {
     [
         ("packets", "Frames read from the capture ring (after the kernel's DNS filter).", s.frames),
         ("kernel_packets", "Packets the kernel passed to the capture ring.", s.kernel_packets),
@@ -45,6 +45,7 @@ fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 25] {
         ("kernel_queue_freezes", "Times the capture ring froze because user space fell behind.", s.kernel_queue_freezes),
         ("dns_responses", "DNS messages read, copies from other interfaces excluded.", s.dns_responses),
         ("dns_copies", "Copies of a DNS response already seen on another interface.", s.dns_copies),
+        ("dns_memo_hits", "DNS responses answered from the memo of recent messages rather than parsed.", s.dns_memo_hits),
         ("dns_answers", "DNS responses parsed that gave addresses for their question.", s.dns_answers),
         ("dns_not_responses", "Messages from port 53 that are not responses to a standard query.", s.dns_not_responses),
         ("dns_error_rcode", "DNS responses with an error RCODE.", s.dns_error_rcode),

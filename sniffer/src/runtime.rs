@@ -31,6 +31,8 @@ use crate::{metrics, now_ms};
 const WAKE_INTERVAL: Duration = Duration::from_millis(250);
 /// DNS events held back until the first scan names the pods; past this they go out unnamed.
 const MAX_PENDING_DNS_EVENTS: usize = 10_000;
+/// Events handled in a row before the output loop checks for a stop and publishes liveness.
+const EVENT_BURST: usize = 1024;
 /// Shortest report interval accepted.
 const MIN_REPORT_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -106,6 +108,7 @@ impl Workers {
         if !args.no_capture {
             workers.capture = Some(capture::spawn(
                 args.ring_geometry(),
+                args.dns_memo_entries,
                 Arc::clone(counters),
                 sender.clone(),
                 Arc::clone(&stop),
@@ -384,41 +387,48 @@ fn output_loop(
             d.saturating_duration_since(now).min(WAKE_INTERVAL)
         });
         Counters::set(&counters.dedup_evicted, aggregator.evicted());
-        match receiver.recv_timeout(timeout) {
-            Ok(Event::Dns(event)) => {
-                if waiting_for_scan && pending.len() < MAX_PENDING_DNS_EVENTS {
-                    pending.push(event);
-                } else {
-                    emit(aggregator.dns(&event, counters))?;
-                }
-            }
-            Ok(Event::Scan(report)) => {
-                aggregator.set_pod_ips(report.pod_ips);
-                aggregator.set_pod_links(report.pod_links);
-                let seen: Vec<Observation> = report
-                    .connections
-                    .iter()
-                    .filter_map(|c| aggregator.connection(c, report.seen_ms))
-                    .collect();
-                emit(seen)?;
-                if waiting_for_scan {
-                    waiting_for_scan = false;
-                    tracing::info!(
-                        connections = report.connections.len(),
-                        "first socket scan done"
-                    );
-                    for event in pending.drain(..) {
-                        emit(aggregator.dns(&event, counters))?;
-                    }
-                }
-                aggregator.forget_older_than(report.seen_ms.saturating_sub(ENTRY_RETENTION_MS));
-            }
-            Err(RecvTimeoutError::Timeout) => {}
+        let first = match receiver.recv_timeout(timeout) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => {
                 if !workers.any_finished() {
                     tracing::warn!("nothing to do: both capture and scan are off");
                 }
                 return Ok(());
+            }
+        };
+        // What queued meanwhile is taken without reading the clock per event; the checks
+        // above run again after at most `EVENT_BURST` events.
+        for event in std::iter::once(first).chain(receiver.try_iter().take(EVENT_BURST)) {
+            match event {
+                Event::Dns(event) => {
+                    if waiting_for_scan && pending.len() < MAX_PENDING_DNS_EVENTS {
+                        pending.push(event);
+                    } else {
+                        emit(aggregator.dns(&event, counters))?;
+                    }
+                }
+                Event::Scan(report) => {
+                    aggregator.set_pod_ips(report.pod_ips);
+                    aggregator.set_pod_links(report.pod_links);
+                    let seen: Vec<Observation> = report
+                        .connections
+                        .iter()
+                        .filter_map(|c| aggregator.connection(c, report.seen_ms))
+                        .collect();
+                    emit(seen)?;
+                    if waiting_for_scan {
+                        waiting_for_scan = false;
+                        tracing::info!(
+                            connections = report.connections.len(),
+                            "first socket scan done"
+                        );
+                        for event in pending.drain(..) {
+                            emit(aggregator.dns(&event, counters))?;
+                        }
+                    }
+                    aggregator.forget_older_than(report.seen_ms.saturating_sub(ENTRY_RETENTION_MS));
+                }
             }
         }
     }

@@ -69,11 +69,12 @@ pub fn open(geometry: RingGeometry) -> Result<PacketRing, CaptureError> {
 /// Reads the ring until `stop` is set, sending each DNS answer to the output thread.
 pub fn run(
     mut ring: PacketRing,
+    mut decoder: DnsDecoder,
     counters: &Counters,
     events: &EventSender,
     stop: &AtomicBool,
 ) -> Result<(), CaptureError> {
-    let mut decoder = DnsDecoder::default();
+    let mut decoded = Decoded::default();
     let mut batch = Batch::default();
     let mut stats_due = Instant::now() + STATS_INTERVAL;
     while !stop.load(Ordering::Relaxed) {
@@ -88,15 +89,15 @@ pub fn run(
                 ARPHRD_ETHER | ARPHRD_LOOPBACK => Link::Ethernet(packet.data),
                 _ => Link::Ip(packet.data.get(packet.network_offset..).unwrap_or_default()),
             };
-            let decoded = decoder.decode_frame(link, seen_ms, counters);
+            decoder.decode_into(link, seen_ms, counters, &mut decoded);
             batch.add(
-                decoded,
+                &mut decoded,
                 packet.ifindex,
                 packet.pkttype == libc::PACKET_OUTGOING,
                 seen_ms,
             );
         })?;
-        for event in batch.take() {
+        for event in batch.drain() {
             tracing::debug!(
                 client = %event.client_ip,
                 name = %event.answer.name,
@@ -122,11 +123,12 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Adds what one frame held: new answers become events; a copy sent by the host adds its
-    /// interface to the event of the response it repeats, when that is in this batch.
-    pub fn add(&mut self, decoded: Decoded, ifindex: i32, outgoing: bool, seen_ms: u64) {
+    /// Adds what one frame held, leaving `decoded` empty for the next frame: new answers
+    /// become events; a copy sent by the host adds its interface to the event of the
+    /// response it repeats, when that is in this batch.
+    pub fn add(&mut self, decoded: &mut Decoded, ifindex: i32, outgoing: bool, seen_ms: u64) {
         if outgoing {
-            for id in decoded.copies {
+            for id in decoded.copies.drain(..) {
                 if let Some(event) = self
                     .by_response
                     .get(&id)
@@ -137,7 +139,8 @@ impl Batch {
                 }
             }
         }
-        for answer in decoded.answers {
+        decoded.copies.clear();
+        for answer in decoded.answers.drain(..) {
             self.by_response
                 .insert(answer.response_id, self.events.len());
             self.events.push(DnsEvent {
@@ -150,10 +153,11 @@ impl Batch {
         }
     }
 
-    /// The events gathered so far, in capture order; the batch is empty after.
-    pub fn take(&mut self) -> Vec<DnsEvent> {
+    /// The events gathered so far, in capture order; the batch is empty after, and keeps its
+    /// room for the next block.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, DnsEvent> {
         self.by_response.clear();
-        std::mem::take(&mut self.events)
+        self.events.drain(..)
     }
 }
 
@@ -175,15 +179,21 @@ fn record_stats(ring: &PacketRing, counters: &Counters) -> Result<(), CaptureErr
 /// before the thread starts.
 pub fn spawn(
     geometry: RingGeometry,
+    memo_entries: usize,
     counters: Arc<Counters>,
     events: EventSender,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<Result<(), CaptureError>>, CaptureError> {
     let ring = open(geometry)?;
-    tracing::info!(?geometry, "capturing DNS responses on all interfaces");
+    tracing::info!(
+        ?geometry,
+        memo_entries,
+        "capturing DNS responses on all interfaces"
+    );
+    let decoder = DnsDecoder::with_memo(memo_entries);
     std::thread::Builder::new()
         .name("capture".into())
-        .spawn(move || run(ring, &counters, &events, &stop))
+        .spawn(move || run(ring, decoder, &counters, &events, &stop))
         .map_err(|source| CaptureError::Syscall {
             what: "start the capture thread",
             source,
@@ -225,23 +235,23 @@ mod tests {
         let mut batch = Batch::default();
         // Received on the server's veth (7), sent on the bridge (3) and the client's veth (9),
         // received again somewhere (11), sent on the client's veth twice.
-        batch.add(answer(1), 7, false, 100);
-        batch.add(copy(1), 3, true, 100);
-        batch.add(copy(1), 9, true, 100);
-        batch.add(copy(1), 11, false, 100);
-        batch.add(copy(1), 9, true, 100);
+        batch.add(&mut answer(1), 7, false, 100);
+        batch.add(&mut copy(1), 3, true, 100);
+        batch.add(&mut copy(1), 9, true, 100);
+        batch.add(&mut copy(1), 11, false, 100);
+        batch.add(&mut copy(1), 9, true, 100);
         // A resolver in the host namespace: its first copy is already a sent one.
-        batch.add(answer(2), 9, true, 101);
-        let events = batch.take();
+        batch.add(&mut answer(2), 9, true, 101);
+        let events: Vec<DnsEvent> = batch.drain().collect();
         assert_eq!(events.len(), 2);
         assert_eq!(
             (events[0].ifindex, events[0].sent_on.clone()),
             (7, vec![3, 9])
         );
         assert_eq!((events[1].ifindex, events[1].sent_on.clone()), (9, vec![9]));
-        assert!(batch.take().is_empty());
+        assert_eq!(batch.drain().len(), 0);
         // A copy of a response flushed with an earlier block changes nothing.
-        batch.add(copy(1), 9, true, 102);
-        assert!(batch.take().is_empty());
+        batch.add(&mut copy(1), 9, true, 102);
+        assert_eq!(batch.drain().len(), 0);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use arrayvec::ArrayVec;
 use simple_dns::rdata::RData;
 use simple_dns::{Name, OPCODE, Packet, RCODE};
 use trafficmap_api::report::validate_dns_name;
@@ -81,7 +82,7 @@ pub fn parse_response(message: &[u8]) -> Result<ResponseOutcome, DnsParseError> 
             RData::AAAA(aaaa) => IpAddr::V6(Ipv6Addr::from(aaaa.address)),
             _ => continue,
         };
-        let Some(link) = chain.iter().find(|link| same_name(link.name, &rr.name)) else {
+        let Some(link) = chain.iter().find(|link| same_labels(link.name, &rr.name)) else {
             continue; // an address for a name the question does not lead to
         };
         ips.push(ip);
@@ -128,25 +129,32 @@ struct ChainLink<'a> {
     ttl_seconds: u32,
 }
 
-/// The question name and every CNAME target reached from it, in order, without loops. Names
-/// are compared on the wire labels, without building text: this runs for every response.
-fn cname_chain<'a>(question: &'a Name<'a>, packet: &'a Packet<'a>) -> Vec<ChainLink<'a>> {
-    let mut chain = vec![ChainLink {
+/// The question and at most [`MAX_CNAME_HOPS`] targets: a fixed array, as this runs for every
+/// response and nearly every chain is the question alone.
+type Chain<'a> = ArrayVec<ChainLink<'a>, { MAX_CNAME_HOPS + 1 }>;
+
+/// The question name (already read by [`name_text`]) and every CNAME target reached from it,
+/// in order, without loops. Every name in the chain is one we read (see [`readable_name`]),
+/// so comparing labels ([`same_labels`]) is enough to match a record's owner against it.
+/// Names are compared on the wire labels, without building text.
+fn cname_chain<'a>(question: &'a Name<'a>, packet: &'a Packet<'a>) -> Chain<'a> {
+    let mut chain = Chain::new();
+    chain.push(ChainLink {
         name: question,
         ttl_seconds: u32::MAX,
-    }];
-    while chain.len() <= MAX_CNAME_HOPS {
+    });
+    while !chain.is_full() {
         let Some(last) = chain.last() else { break };
         let next = packet.answers.iter().find_map(|rr| match &rr.rdata {
             RData::CNAME(target)
-                if same_name(last.name, &rr.name) && same_name(&target.0, &target.0) =>
+                if same_labels(last.name, &rr.name) && readable_name(&target.0) =>
             {
                 Some((&target.0, rr.ttl))
             }
             _ => None,
         });
         let Some((target, ttl)) = next else { break };
-        if chain.iter().any(|link| same_name(link.name, target)) {
+        if chain.iter().any(|link| same_labels(link.name, target)) {
             break; // CNAME loop
         }
         let ttl_seconds = last.ttl_seconds.min(ttl);
@@ -158,16 +166,25 @@ fn cname_chain<'a>(question: &'a Name<'a>, packet: &'a Packet<'a>) -> Vec<ChainL
     chain
 }
 
-/// Whether two wire names are the same name as [`name_text`] reads them: label by label,
-/// ASCII case ignored, and only names whose labels all hold `[A-Za-z0-9_-]` (so
-/// `same_name(n, n)` tells whether `n` is a name we read at all).
-fn same_name(a: &Name<'_>, b: &Name<'_>) -> bool {
+/// Whether two wire names have the same labels, ASCII case ignored. When one of them is
+/// [`readable_name`], so is the other: the bytes a label may hold do not depend on case.
+fn same_labels(a: &Name<'_>, b: &Name<'_>) -> bool {
     let (a, b) = (a.get_labels(), b.get_labels());
     a.len() == b.len()
-        && !a.is_empty()
         && a.iter().zip(b).all(|(x, y)| {
             let (x, y): (&[u8], &[u8]) = (x.as_ref(), y.as_ref());
-            x.eq_ignore_ascii_case(y) && x.iter().copied().all(label_byte)
+            x.eq_ignore_ascii_case(y)
+        })
+}
+
+/// Whether [`name_text`] would read a wire name: not the root, and every label holds only
+/// `[A-Za-z0-9_-]`.
+fn readable_name(name: &Name<'_>) -> bool {
+    let labels = name.get_labels();
+    !labels.is_empty()
+        && labels.iter().all(|label| {
+            let bytes: &[u8] = label.as_ref();
+            bytes.iter().copied().all(label_byte)
         })
 }
 
@@ -355,6 +372,46 @@ mod tests {
         m.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 9, 0, 4, 1, b'b', 0xc0, 14]);
         m.extend_from_slice(&[0xc0, 33, 0, 5, 0, 1, 0, 0, 0, 9, 0, 2, 0xc0, 12]);
         assert_eq!(parse_response(&m), Ok(ResponseOutcome::NoAddresses));
+    }
+
+    /// A response to `a.x A` (question at offset 12) with `answers` records after it.
+    fn response_to_a_x(answers: u8, records: &[&[u8]]) -> Vec<u8> {
+        let mut m = vec![0, 1, 0x81, 0x80, 0, 1, 0, answers, 0, 0, 0, 0];
+        m.extend_from_slice(&[1, b'a', 1, b'x', 0, 0, 1, 0, 1]);
+        for record in records {
+            m.extend_from_slice(record);
+        }
+        m
+    }
+
+    #[test]
+    fn owners_match_the_chain_whatever_their_case() {
+        // The A record's owner is spelled out as "A.X" rather than pointing at the question.
+        let m = response_to_a_x(
+            1,
+            &[&[
+                1, b'A', 1, b'X', 0, 0, 1, 0, 1, 0, 0, 0, 9, 0, 4, 10, 0, 0, 2,
+            ]],
+        );
+        let a = answer(&m);
+        assert_eq!(a.name, "a.x");
+        assert_eq!(a.ips, ips(&["10.0.0.2"]));
+    }
+
+    #[test]
+    fn a_cname_to_a_name_we_cannot_read_ends_the_chain() {
+        // a.x CNAME "%.x" (record at 21, target at 33), "%.x" A 10.0.0.1.
+        let cname: &[u8] = &[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 9, 0, 4, 1, b'%', 0xc0, 14];
+        let address: &[u8] = &[0xc0, 33, 0, 1, 0, 1, 0, 0, 0, 9, 0, 4, 10, 0, 0, 1];
+        let outcome = parse_response(&response_to_a_x(2, &[cname, address]));
+        assert!(
+            !matches!(outcome, Ok(ResponseOutcome::Answer(_))),
+            "got {outcome:?}"
+        );
+        // The same with a readable target is followed.
+        let cname: &[u8] = &[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 9, 0, 4, 1, b'b', 0xc0, 14];
+        let a = answer(&response_to_a_x(2, &[cname, address]));
+        assert_eq!((a.name.as_str(), a.ips), ("a.x", ips(&["10.0.0.1"])));
     }
 
     #[test]

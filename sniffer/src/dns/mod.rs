@@ -1,12 +1,14 @@
 //! DNS responses from captured frames: pure functions from bytes to answers.
 //!
 //! [`frame`] finds the UDP or TCP payload from port 53 in an Ethernet frame or a raw IP packet,
-//! [`message`] turns one DNS message into an answer (queried name, addresses, TTL), and
+//! [`message`] turns one DNS message into an answer (queried name, addresses, TTL),
+//! [`memo`] remembers what recent messages said so a repeat is not parsed again, and
 //! [`copies`] drops the second copy of a response seen on several interfaces. [`DnsDecoder`]
-//! chains the three and counts every outcome.
+//! chains them and counts every outcome.
 
 pub mod copies;
 pub mod frame;
+pub mod memo;
 pub mod message;
 
 #[cfg(test)]
@@ -19,6 +21,7 @@ use thiserror::Error;
 use crate::counters::Counters;
 pub use copies::{CopyFilter, Sighting};
 pub use frame::{DnsSegment, Link, Transport, dns_messages, dns_segment};
+pub use memo::AnswerMemo;
 pub use message::{DnsAnswer, ResponseOutcome, parse_response};
 
 /// Why a frame or a DNS message could not be read. Each variant is counted under
@@ -160,13 +163,24 @@ pub struct Decoded {
     pub copies: Vec<u64>,
 }
 
-/// Frame -> answers, dropping copies of a response already seen on another interface.
+/// Frame -> answers, dropping copies of a response already seen on another interface. The
+/// default remembers [`memo::DEFAULT_ENTRIES`] messages.
 #[derive(Debug, Default)]
 pub struct DnsDecoder {
     copies: CopyFilter,
+    memo: AnswerMemo,
 }
 
 impl DnsDecoder {
+    /// A decoder remembering the outcome of up to `memo_entries` recent messages (see
+    /// [`memo`]); 0 parses every message.
+    pub fn with_memo(memo_entries: usize) -> Self {
+        DnsDecoder {
+            copies: CopyFilter::default(),
+            memo: AnswerMemo::new(memo_entries),
+        }
+    }
+
     /// Decodes every DNS message in one captured frame and counts each outcome in `counters`.
     pub fn decode(
         &mut self,
@@ -180,12 +194,27 @@ impl DnsDecoder {
     /// Like [`DnsDecoder::decode`], also telling which earlier responses the frame repeated.
     pub fn decode_frame(&mut self, link: Link<'_>, now_ms: u64, counters: &Counters) -> Decoded {
         let mut decoded = Decoded::default();
+        self.decode_into(link, now_ms, counters, &mut decoded);
+        decoded
+    }
+
+    /// Like [`DnsDecoder::decode_frame`], into `decoded` (emptied first), so that the capture
+    /// loop allocates no lists per frame.
+    pub fn decode_into(
+        &mut self,
+        link: Link<'_>,
+        now_ms: u64,
+        counters: &Counters,
+        decoded: &mut Decoded,
+    ) {
+        decoded.answers.clear();
+        decoded.copies.clear();
         let segment = match dns_segment(link) {
             Ok(segment) => segment,
             Err(err) => {
                 counters.parse_error(err.kind());
                 tracing::debug!(%err, "frame skipped");
-                return decoded;
+                return;
             }
         };
         let answers = &mut decoded.answers;
@@ -207,7 +236,11 @@ impl DnsDecoder {
                 }
             };
             Counters::inc(&counters.dns_responses);
-            match parse_response(message) {
+            let (outcome, remembered) = self.memo.parse(message);
+            if remembered {
+                Counters::inc(&counters.dns_memo_hits);
+            }
+            match outcome {
                 Ok(ResponseOutcome::Answer(answer)) => {
                     Counters::inc(&counters.dns_answers);
                     answers.push(ClientAnswer {
@@ -225,7 +258,6 @@ impl DnsDecoder {
                 }
             }
         }
-        decoded
     }
 }
 
