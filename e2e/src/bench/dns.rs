@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use super::dnsgen::Sent;
 use super::netns::{self, CAPTURE_IP, CAPTURE_NS, GENERATOR_IP, GENERATOR_NS};
-use super::{BenchError, Figure, Result, io_context, metric, metric_sum, release_binary};
+use super::{
+    BenchError, Figure, Result, cpu_seconds, io_context, metric, metric_sum, release_binary,
+};
 
 /// Highest loss at which a rate still counts as captured.
 pub const MAX_LOSS: f64 = 0.001;
@@ -37,12 +39,20 @@ pub struct Step {
     pub sent: Sent,
     /// Responses the capture tool accounted for.
     pub captured: u64,
+    /// CPU time the capture tool used over the step, seconds.
+    pub cpu_seconds: f64,
 }
 
 impl Step {
     /// Rate really sent, per second.
     pub fn achieved(&self) -> f64 {
         self.sent.sent as f64 / self.sent.seconds.max(1e-9)
+    }
+
+    /// CPU time per captured response, nanoseconds (user and system time of the capturing
+    /// process; the kernel's work in softirq is not in it, for either tool).
+    pub fn cpu_per_response(&self) -> f64 {
+        self.cpu_seconds * 1e9 / self.captured.max(1) as f64
     }
 
     /// Fraction of the sent responses not accounted for.
@@ -194,30 +204,37 @@ fn sniffer_delivered(metrics: &str) -> u64 {
     (answers - dropped).max(0.0) as u64
 }
 
-/// Steps the rate with the sniffer capturing (capture only, no scan).
-pub fn sniffer_steps() -> Result<(Vec<Step>, String)> {
-    let sniffer = SnifferProcess::start(&["--no-scan"], "dns-sniffer.log")?;
+/// Steps the rate with the sniffer capturing (capture only, no scan), started with `flags`;
+/// `label` names it in the step lines and its log.
+pub fn sniffer_steps(label: &str, flags: &[&str]) -> Result<(Vec<Step>, String)> {
+    let args: Vec<&str> = ["--no-scan"].iter().chain(flags).copied().collect();
+    let log = format!("dns-{}.log", label.replace(' ', "-"));
+    let sniffer = SnifferProcess::start(&args, &log)?;
     let mut steps = Vec::new();
     for rate in RATES {
         netns::interrupted()?;
         let before = sniffer.metrics()?;
+        let cpu_before = cpu_seconds(sniffer.pid())?;
         let sent = send(rate, STEP)?;
         std::thread::sleep(DRAIN);
+        let cpu = cpu_seconds(sniffer.pid())? - cpu_before;
         let after = sniffer.metrics()?;
         let captured = sniffer_delivered(&after).saturating_sub(sniffer_delivered(&before));
         let step = Step {
             target: rate,
             sent,
             captured,
+            cpu_seconds: cpu,
         };
         let kernel_drops = metric(&after, "trafficmap_sniffer_kernel_drops_total")
             - metric(&before, "trafficmap_sniffer_kernel_drops_total");
         let errors = metric_sum(&after, "trafficmap_sniffer_dns_parse_errors_total")
             - metric_sum(&before, "trafficmap_sniffer_dns_parse_errors_total");
         eprintln!(
-            "  sniffer  target {rate:>7}/s sent {:>9.0}/s captured {captured:>9} loss {:.4}% (kernel drops {kernel_drops}, parse errors {errors})",
+            "  {label:<8} target {rate:>7}/s sent {:>9.0}/s captured {captured:>9} loss {:.4}% (kernel drops {kernel_drops}, parse errors {errors}) cpu {:.0} ns/response",
             step.achieved(),
-            step.loss() * 100.0
+            step.loss() * 100.0,
+            step.cpu_per_response(),
         );
         let lossy = step.loss() >= MAX_LOSS;
         steps.push(step);
@@ -272,8 +289,10 @@ pub fn tcpdump_steps() -> Result<Vec<Step>> {
             let _ = child.kill();
             return Err(BenchError::Failed(format!("tcpdump: {line}")));
         }
+        let cpu_before = cpu_seconds(child.id())?;
         let sent = send(rate, STEP)?;
         std::thread::sleep(DRAIN);
+        let cpu = cpu_seconds(child.id())? - cpu_before;
         signal(child.id(), libc::SIGINT);
         let mut rest = String::new();
         stderr
@@ -289,11 +308,13 @@ pub fn tcpdump_steps() -> Result<Vec<Step>> {
             target: rate,
             sent,
             captured,
+            cpu_seconds: cpu,
         };
         eprintln!(
-            "  tcpdump  target {rate:>7}/s sent {:>9.0}/s captured {captured:>9} loss {:.4}% (dropped by kernel {dropped})",
+            "  tcpdump  target {rate:>7}/s sent {:>9.0}/s captured {captured:>9} loss {:.4}% (dropped by kernel {dropped}) cpu {:.0} ns/response",
             step.achieved(),
-            step.loss() * 100.0
+            step.loss() * 100.0,
+            step.cpu_per_response(),
         );
         let lossy = step.loss() >= MAX_LOSS;
         steps.push(step);
@@ -341,8 +362,18 @@ fn generator_bound(steps: &[Step]) -> bool {
         .is_some_and(|s| s.loss() < MAX_LOSS || s.achieved() < 0.9 * s.target as f64)
 }
 
-/// The figure from both step series.
-pub fn figure(ours: &[Step], tcpdump: &[Step]) -> Figure {
+/// The CPU per response at the fastest step under the loss limit, nanoseconds.
+fn cpu_at_max_rate(steps: &[Step]) -> Option<f64> {
+    steps
+        .iter()
+        .filter(|s| s.loss() < MAX_LOSS)
+        .max_by(|a, b| a.achieved().total_cmp(&b.achieved()))
+        .map(Step::cpu_per_response)
+}
+
+/// The figure from the step series: the sniffer as deployed, the sniffer without its DNS memo
+/// (every response parsed), and tcpdump.
+pub fn figure(ours: &[Step], memo_off: &[Step], tcpdump: &[Step]) -> Figure {
     let (ours_max, tcpdump_max) = (max_rate(ours), max_rate(tcpdump));
     let ratio = if tcpdump_max > 0.0 {
         ours_max / tcpdump_max
@@ -350,9 +381,10 @@ pub fn figure(ours: &[Step], tcpdump: &[Step]) -> Figure {
         0.0
     };
     let mut note = format!(
-        "filter `{TCPDUMP_FILTER}`; {}s per step; loss < {}%",
+        "filter `{TCPDUMP_FILTER}`; {}s per step; loss < {}%; the generator cycles {} distinct responses",
         STEP.as_secs(),
-        MAX_LOSS * 100.0
+        MAX_LOSS * 100.0,
+        super::dnsgen::DISTINCT_RESPONSES
     );
     if generator_bound(ours) {
         note.push_str("; sniffer: the generator, not the capture, set the limit");
@@ -360,6 +392,17 @@ pub fn figure(ours: &[Step], tcpdump: &[Step]) -> Figure {
     if generator_bound(tcpdump) {
         note.push_str("; tcpdump: the generator, not the capture, set the limit");
     }
+    note.push_str(&format!(
+        "; without the DNS memo (--dns-memo-entries 0, every response parsed): {:.0} responses/s",
+        max_rate(memo_off)
+    ));
+    let cpu = |steps: &[Step]| cpu_at_max_rate(steps).map_or("-".into(), |ns| format!("{ns:.0}"));
+    note.push_str(&format!(
+        "; CPU ns per response at each one's highest rate: sniffer {}, without the memo {}, tcpdump {}",
+        cpu(ours),
+        cpu(memo_off),
+        cpu(tcpdump)
+    ));
     Figure::new("dns_capture_max_rate", ours_max.round(), "responses/s")
         .with_baseline("tcpdump", tcpdump_max.round(), ratio)
         .with_note(note)
@@ -383,6 +426,7 @@ mod tests {
             target,
             sent: Sent { sent, seconds: 1.0 },
             captured,
+            cpu_seconds: 0.0,
         };
         let steps = [
             step(100, 100, 100),

@@ -139,6 +139,29 @@ pub fn memory_kib(pid: u32) -> Result<(u64, u64)> {
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
+/// CPU time (user and system, all threads) a process has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(io_context(format!("read /proc/{pid}/stat")))?;
+    // Fields after the command name (which may hold spaces): state is the first, utime the
+    // 12th and stime the 13th (proc(5) numbers them 3, 14 and 15).
+    let mut fields = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace())
+        .into_iter()
+        .flatten()
+        .skip(11);
+    let mut ticks = || fields.next().and_then(|f| f.parse::<u64>().ok());
+    let (Some(user), Some(system)) = (ticks(), ticks()) else {
+        return Err(BenchError::Failed(format!(
+            "/proc/{pid}/stat has no CPU times"
+        )));
+    };
+    // SAFETY: sysconf reads a constant of the running system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Ok((user + system) as f64 / per_second.max(1) as f64)
+}
+
 /// KiB to MiB.
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0

@@ -28,16 +28,29 @@ fn compare_scans(sniffer: &SnifferProcess, own_tables: bool) -> Result<scan::Sca
     })
 }
 
-/// Runs the sniffer's measurements and returns their figures.
-pub fn sniffer_figures() -> Result<Vec<Figure>> {
-    let _pair = VethPair::create()?;
+/// `dns_capture_max_rate`: the rate steps with the sniffer, then with tcpdump. Needs the veth
+/// pair between the generator and capture namespaces.
+fn capture_steps() -> Result<Figure> {
     eprintln!(
         "dns_capture_max_rate: stepping {:?} responses/s",
         dns::RATES
     );
-    let (ours, _) = dns::sniffer_steps()?;
+    let (ours, _) = dns::sniffer_steps("sniffer", &[])?;
+    let (memo_off, _) = dns::sniffer_steps("no memo", &["--dns-memo-entries", "0"])?;
     let theirs = dns::tcpdump_steps()?;
-    let mut figures = vec![dns::figure(&ours, &theirs)];
+    Ok(dns::figure(&ours, &memo_off, &theirs))
+}
+
+/// `dns_capture_max_rate` alone (`trafficmap-bench capture`).
+pub fn capture_figure() -> Result<Figure> {
+    let _pair = VethPair::create()?;
+    capture_steps()
+}
+
+/// Runs the sniffer's measurements and returns their figures.
+pub fn sniffer_figures() -> Result<Vec<Figure>> {
+    let _pair = VethPair::create()?;
+    let mut figures = vec![capture_steps()?];
 
     netns::interrupted()?;
     let sniffer = SnifferProcess::start(&["--scan-interval", "1s"], "scan-sniffer.log")?;

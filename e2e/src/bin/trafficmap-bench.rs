@@ -31,6 +31,8 @@ enum Commands {
     Sniffer,
     /// Operator ingest, memory, latency and API writes (needs the control plane).
     Operator,
+    /// DNS capture rate only (the sniffer, then tcpdump), for work on the capture path.
+    Capture,
     /// Helper: send DNS responses at a rate (run inside the generator namespace).
     #[command(hide = true)]
     GenDns {
@@ -91,6 +93,11 @@ fn run(command: Commands) -> bench::Result<()> {
             let mut figures = dns_parse();
             figures.extend(node::sniffer_figures()?);
             print(&figures);
+            Ok(())
+        }
+        Commands::Capture => {
+            netns::install_interrupt_cleanup();
+            print(&[node::capture_figure()?]);
             Ok(())
         }
         Commands::Operator => {
