@@ -8,12 +8,6 @@ use tracing_subscriber::EnvFilter;
 use trafficmap_sniffer::config::{Args, OutputMode};
 use trafficmap_sniffer::runtime;
 
-/// mimalloc instead of glibc's malloc: each DNS answer is allocated on the capture thread and
-/// freed on the output thread, which sends glibc's frees to the owning arena and its
-/// allocations down the slow path.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
