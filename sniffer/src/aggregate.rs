@@ -39,6 +39,21 @@ struct DnsKey {
     ipv6: bool,
 }
 
+/// A [`DnsKey`] borrowing its name, to look an answer up without copying the name. Its fields
+/// hash in the same order and as the same types (`&str` as `String`), as lookups require.
+#[derive(Debug, Clone, Copy, Hash)]
+struct DnsKeyRef<'a> {
+    client_ip: IpAddr,
+    name: &'a str,
+    ipv6: bool,
+}
+
+impl hashbrown::Equivalent<DnsKey> for DnsKeyRef<'_> {
+    fn equivalent(&self, key: &DnsKey) -> bool {
+        self.client_ip == key.client_ip && self.ipv6 == key.ipv6 && self.name == key.name
+    }
+}
+
 #[derive(Debug, Clone)]
 struct DnsEntry {
     pod_uid: Option<String>,
@@ -65,7 +80,8 @@ struct Seen {
 /// What has been observed so far.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    dns: foldhash::HashMap<DnsKey, DnsEntry>,
+    /// hashbrown rather than std's map so that an answer is looked up by [`DnsKeyRef`].
+    dns: hashbrown::HashMap<DnsKey, DnsEntry, foldhash::fast::RandomState>,
     connections: foldhash::HashMap<ConnectionKey, Seen>,
     /// Pod addresses and links come from the node's own namespaces, looked up per DNS response:
     /// hashed with foldhash like the tables above.
@@ -121,9 +137,9 @@ pub enum ClientSource {
 
 /// The pod of a DNS client, how it was found, and whether the two ways disagreed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientPod {
+pub struct ClientPod<'a> {
     /// The pod UID, when known.
-    pub pod_uid: Option<String>,
+    pub pod_uid: Option<&'a str>,
     /// Where it came from.
     pub source: ClientSource,
     /// The interface named a namespace and the address map a different pod.
@@ -138,21 +154,21 @@ pub struct ClientPod {
 /// address to a newcomer whose veth the scan has not seen yet. Naming the old pod then would
 /// turn the newcomer's calls into the old pod's (a false edge); without a pod UID the operator
 /// resolves the address with its time-aware history instead.
-pub fn dns_client_pod(
+pub fn dns_client_pod<'a>(
     sent_on: &[i32],
     client_ip: &IpAddr,
-    pod_links: &PodLinks,
-    pod_ips: &HashMap<IpAddr, String, impl BuildHasher>,
-) -> ClientPod {
+    pod_links: &'a PodLinks,
+    pod_ips: &'a HashMap<IpAddr, String, impl BuildHasher>,
+) -> ClientPod<'a> {
     let by_address = pod_ips.get(client_ip).filter(|uid| !pod_links.has_pod(uid));
     match sent_on.iter().find_map(|index| pod_links.get(index)) {
         Some(link) => ClientPod {
-            pod_uid: link.pod_uid.clone(),
+            pod_uid: link.pod_uid.as_deref(),
             source: ClientSource::Interface,
             mismatch: by_address.is_some() && by_address != link.pod_uid.as_ref(),
         },
         None => ClientPod {
-            pod_uid: by_address.cloned(),
+            pod_uid: by_address.map(String::as_str),
             source: if by_address.is_some() {
                 ClientSource::Address
             } else {
@@ -216,29 +232,24 @@ impl Aggregator {
         let pod_uid = client.pod_uid;
         let mut out = Vec::new();
         for ipv6 in [false, true] {
-            let ips: Vec<IpAddr> = event
-                .answer
-                .ips
-                .iter()
-                .filter(|ip| ip.is_ipv6() == ipv6)
-                .copied()
-                .collect();
-            if ips.is_empty() {
+            let family = |ip: &&IpAddr| ip.is_ipv6() == ipv6;
+            let mut ips = event.answer.ips.iter().filter(family).peekable();
+            if ips.peek().is_none() {
                 continue;
             }
-            let key = DnsKey {
+            let key = DnsKeyRef {
                 client_ip: event.client_ip,
-                name: event.answer.name.clone(),
+                name: &event.answer.name,
                 ipv6,
             };
             let now = event.seen_ms;
             let changed = match self.dns.get_mut(&key) {
                 Some(entry) => {
                     entry.last_seen_ms = entry.last_seen_ms.max(now);
-                    let changed = entry.ips != ips || entry.pod_uid != pod_uid;
+                    let changed = !entry.ips.iter().eq(ips) || entry.pod_uid.as_deref() != pod_uid;
                     if changed {
-                        entry.ips = ips;
-                        entry.pod_uid = pod_uid.clone();
+                        entry.ips = event.answer.ips.iter().filter(family).copied().collect();
+                        entry.pod_uid = pod_uid.map(str::to_owned);
                     }
                     let due = refresh_due(self.refresh_ms, entry.reported_ms, now);
                     if changed || due {
@@ -253,23 +264,28 @@ impl Aggregator {
                         self.dns.clear();
                     }
                     let entry = DnsEntry {
-                        pod_uid: pod_uid.clone(),
-                        ips,
+                        pod_uid: pod_uid.map(str::to_owned),
+                        ips: ips.copied().collect(),
                         first_seen_ms: now,
                         last_seen_ms: now,
                         reported_ms: now,
                     };
-                    self.dns.insert(key.clone(), entry.clone());
+                    let owned = DnsKey {
+                        client_ip: key.client_ip,
+                        name: key.name.to_owned(),
+                        ipv6,
+                    };
+                    self.dns.insert(owned, entry.clone());
                     Some(entry)
                 }
             };
             if let Some(entry) = changed {
                 out.push(Observation::Dns(DnsObservation {
                     client: ClientId {
-                        ip: key.client_ip,
+                        ip: event.client_ip,
                         pod_uid: entry.pod_uid,
                     },
-                    name: key.name,
+                    name: event.answer.name.clone(),
                     ips: entry.ips,
                     ttl_seconds: event.answer.ttl_seconds,
                     first_seen_ms: entry.first_seen_ms,
@@ -502,17 +518,17 @@ mod tests {
 
         let both = decide(&[3, 9], &agree);
         assert_eq!(
-            (both.pod_uid.as_deref(), both.source, both.mismatch),
+            (both.pod_uid, both.source, both.mismatch),
             (Some(UID), ClientSource::Interface, false)
         );
         let spoofed = decide(&[9], &disagree);
         assert_eq!(
-            (spoofed.pod_uid.as_deref(), spoofed.source, spoofed.mismatch),
+            (spoofed.pod_uid, spoofed.source, spoofed.mismatch),
             (Some(UID), ClientSource::Interface, true)
         );
         let interface_only = decide(&[9], &none);
         assert_eq!(
-            (interface_only.pod_uid.as_deref(), interface_only.mismatch),
+            (interface_only.pod_uid, interface_only.mismatch),
             (Some(UID), false)
         );
         // A namespace without a pod: the address of some other pod does not name it.
@@ -524,7 +540,7 @@ mod tests {
         // The bridge, loopback or an unknown interface: the address decides.
         let bridge = decide(&[3], &disagree);
         assert_eq!(
-            (bridge.pod_uid.as_deref(), bridge.source, bridge.mismatch),
+            (bridge.pod_uid, bridge.source, bridge.mismatch),
             (Some(OTHER), ClientSource::Address, false)
         );
         // Not seen leaving on UID's known veth: the address may have passed to a new pod.
@@ -553,9 +569,10 @@ mod tests {
             (None, ClientSource::Unknown)
         );
         // A pod without a veth the scan knows (another CNI): the address still names it.
-        let veth_less = dns_client_pod(&[3, 14], &ip, &PodLinks::default(), &ips);
+        let no_links = PodLinks::default();
+        let veth_less = dns_client_pod(&[3, 14], &ip, &no_links, &ips);
         assert_eq!(
-            (veth_less.pod_uid.as_deref(), veth_less.source),
+            (veth_less.pod_uid, veth_less.source),
             (Some(OTHER), ClientSource::Address)
         );
     }
