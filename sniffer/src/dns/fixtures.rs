@@ -72,3 +72,11 @@ pub fn hex(text: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("fixture is hex"))
         .collect()
 }
+
+/// The first DNS message in a fixture frame.
+pub fn first_message(fixture: &str) -> Vec<u8> {
+    let frame = hex(fixture);
+    let segment = super::dns_segment(super::Link::Ethernet(&frame)).expect("DNS segment");
+    let first = super::dns_messages(&segment).next().expect("one message");
+    first.expect("whole message").to_vec()
+}

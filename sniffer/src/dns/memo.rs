@@ -111,20 +111,12 @@ impl AnswerMemo {
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;
-    use super::super::{Link, dns_messages, dns_segment};
     use super::*;
-
-    fn message(fixture: &str) -> Vec<u8> {
-        let frame = hex(fixture);
-        let segment = dns_segment(Link::Ethernet(&frame)).expect("DNS segment");
-        let first = dns_messages(&segment).next().expect("one message");
-        first.expect("whole message").to_vec()
-    }
 
     #[test]
     fn a_message_is_remembered_from_its_second_sighting_whatever_its_id() {
         let mut memo = AnswerMemo::default();
-        let first = message(UDP4_A_SVC);
+        let first = first_message(UDP4_A_SVC);
         let mut repeat = first.clone();
         repeat[0] ^= 0xff;
         repeat[1] ^= 0x0f;
@@ -139,7 +131,7 @@ mod tests {
     #[test]
     fn messages_seen_once_are_not_copied() {
         let mut memo = AnswerMemo::default();
-        let base = message(UDP4_A_SVC);
+        let base = first_message(UDP4_A_SVC);
         for ttl_low_byte in 0..100u8 {
             let mut m = base.clone();
             m[A_TTL_LAST_BYTE] = ttl_low_byte;
@@ -151,7 +143,7 @@ mod tests {
     #[test]
     fn any_other_byte_is_another_message() {
         let mut memo = AnswerMemo::default();
-        let base = message(UDP4_CNAME_CHAIN);
+        let base = first_message(UDP4_CNAME_CHAIN);
         for _ in 0..2 {
             let _ = memo.parse(&base);
         }
@@ -168,7 +160,7 @@ mod tests {
     #[test]
     fn errors_are_remembered_like_answers() {
         let mut memo = AnswerMemo::default();
-        let m = message(UDP4_A_SVC);
+        let m = first_message(UDP4_A_SVC);
         let cut = &m[..m.len() - 3];
         let (first, _) = memo.parse(cut);
         assert!(first.is_err());
@@ -182,7 +174,7 @@ mod tests {
     #[test]
     fn a_full_memo_starts_again() {
         let mut memo = AnswerMemo::new(3);
-        let base = message(UDP4_A_SVC);
+        let base = first_message(UDP4_A_SVC);
         for ttl_low_byte in 0..4u8 {
             let mut m = base.clone();
             m[A_TTL_LAST_BYTE] = ttl_low_byte;
@@ -195,7 +187,7 @@ mod tests {
     #[test]
     fn nothing_is_remembered_when_off_or_too_long() {
         let mut off = AnswerMemo::new(0);
-        let m = message(UDP4_A_SVC);
+        let m = first_message(UDP4_A_SVC);
         for _ in 0..3 {
             assert!(!off.parse(&m).1);
         }

@@ -218,16 +218,7 @@ fn name_text(name: &Name<'_>) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;
-    use super::super::{Link, dns_messages, dns_segment};
     use super::*;
-
-    /// The first DNS message in a fixture frame.
-    fn message(fixture: &str) -> Vec<u8> {
-        let frame = hex(fixture);
-        let segment = dns_segment(Link::Ethernet(&frame)).expect("DNS segment");
-        let first = dns_messages(&segment).next().expect("one message");
-        first.expect("whole message").to_vec()
-    }
 
     fn answer(bytes: &[u8]) -> DnsAnswer {
         match parse_response(bytes) {
@@ -242,7 +233,7 @@ mod tests {
 
     #[test]
     fn an_a_record_answers_its_question() {
-        let a = answer(&message(UDP4_A_SVC));
+        let a = answer(&first_message(UDP4_A_SVC));
         assert_eq!(a.name, "svc.test.local");
         assert_eq!(a.ips, ips(&["10.123.0.50"]));
         assert_eq!(a.ttl_seconds, 300);
@@ -250,20 +241,23 @@ mod tests {
 
     #[test]
     fn aaaa_names_are_lowercased() {
-        let a = answer(&message(UDP4_AAAA_MIXED_CASE));
+        let a = answer(&first_message(UDP4_AAAA_MIXED_CASE));
         assert_eq!(a.name, "svc.test.local");
         assert_eq!(a.ips, ips(&["fd00:123::50"]));
-        assert_eq!(answer(&message(UDP6_AAAA_SVC)).ips, ips(&["fd00:123::50"]));
+        assert_eq!(
+            answer(&first_message(UDP6_AAAA_SVC)).ips,
+            ips(&["fd00:123::50"])
+        );
     }
 
     #[test]
     fn cname_chains_are_attributed_to_the_queried_name() {
         for fixture in [UDP4_CNAME_CHAIN, TCP4_CNAME_CHAIN] {
-            let a = answer(&message(fixture));
+            let a = answer(&first_message(fixture));
             assert_eq!(a.name, "app.test.local");
             assert_eq!(a.ips, ips(&["10.123.0.60"]));
         }
-        let a = answer(&message(TCP4_AAAA_CNAME));
+        let a = answer(&first_message(TCP4_AAAA_CNAME));
         assert_eq!(a.name, "www.test.local");
         assert_eq!(a.ips, ips(&["fd00:123::60"]));
     }
@@ -273,7 +267,7 @@ mod tests {
 
     #[test]
     fn the_ttl_is_the_smallest_along_the_chain() {
-        let base = message(UDP4_CNAME_CHAIN);
+        let base = first_message(UDP4_CNAME_CHAIN);
         for (i, offset) in CHAIN_TTL_OFFSETS.into_iter().enumerate() {
             assert_eq!(&base[offset..offset + 4], &300u32.to_be_bytes());
             let mut m = base.clone();
@@ -285,14 +279,14 @@ mod tests {
     #[test]
     fn nxdomain_gives_no_answer() {
         assert_eq!(
-            parse_response(&message(UDP4_NXDOMAIN)),
+            parse_response(&first_message(UDP4_NXDOMAIN)),
             Ok(ResponseOutcome::ErrorRcode(3))
         );
     }
 
     #[test]
     fn queries_give_no_answer() {
-        let mut m = message(UDP4_A_SVC);
+        let mut m = first_message(UDP4_A_SVC);
         m[2] &= 0x7f;
         assert_eq!(parse_response(&m), Ok(ResponseOutcome::NotAResponse));
     }
@@ -300,7 +294,7 @@ mod tests {
     #[test]
     fn addresses_of_unrelated_names_are_ignored() {
         // Rename the A record's owner (a pointer to the question) to point at "test.local".
-        let mut m = message(UDP4_A_SVC);
+        let mut m = first_message(UDP4_A_SVC);
         assert_eq!(&m[32..34], &[0xc0, 0x0c]);
         m[33] = 0x10;
         assert_eq!(parse_response(&m), Ok(ResponseOutcome::NoAddresses));
@@ -308,7 +302,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
-        let m = message(UDP4_CNAME_CHAIN);
+        let m = first_message(UDP4_CNAME_CHAIN);
         for cut in 0..m.len() {
             let outcome = parse_response(&m[..cut]);
             assert!(outcome.is_err(), "cut at {cut} gave {outcome:?}");
@@ -317,7 +311,7 @@ mod tests {
 
     #[test]
     fn bogus_counts_are_refused_before_parsing() {
-        let mut m = message(UDP4_A_SVC);
+        let mut m = first_message(UDP4_A_SVC);
         m[6..8].copy_from_slice(&[0xff, 0xff]);
         assert!(matches!(
             parse_response(&m),
@@ -416,7 +410,7 @@ mod tests {
 
     #[test]
     fn odd_characters_in_the_question_are_refused() {
-        let mut m = message(UDP4_A_SVC);
+        let mut m = first_message(UDP4_A_SVC);
         m[13] = b'.'; // first label ".vc"
         assert!(matches!(
             parse_response(&m),
@@ -426,7 +420,7 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        let base = message(UDP4_CNAME_CHAIN);
+        let base = first_message(UDP4_CNAME_CHAIN);
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..20_000 {
             state ^= state << 13;
