@@ -8,14 +8,16 @@
 //!
 //! A message is only remembered when it comes a second time: until then only its hash is kept.
 //! Traffic in which every message is new (a resolver's cache expiring names one TTL second at
-//! a time, a flood) then pays for a hash, not for copying each message and its answer.
+//! a time, a flood) then pays for a hash, not for copying each message and its answer. Messages
+//! whose header decides the outcome (queries, and the NXDOMAIN answers a pod's search path
+//! draws for every name it looks up) are read from the header and never take a place.
 
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
 use super::DnsParseError;
-use super::message::{ResponseOutcome, parse_response};
+use super::message::{ResponseOutcome, header_decides, parse_response};
 
 /// Messages remembered by default (a few hundred KiB at most).
 pub const DEFAULT_ENTRIES: usize = 4096;
@@ -70,7 +72,13 @@ impl AnswerMemo {
     /// What [`parse_response`] says of `message`, and whether it was remembered.
     pub fn parse(&mut self, message: &[u8]) -> (Outcome, bool) {
         let key = match message.get(ID_BYTES..) {
-            Some(key) if self.entries > 0 && message.len() <= MAX_MESSAGE_BYTES => key,
+            Some(key)
+                if self.entries > 0
+                    && message.len() <= MAX_MESSAGE_BYTES
+                    && !header_decides(message) =>
+            {
+                key
+            }
             _ => return (parse_response(message), false),
         };
         let hash = self.hasher.hash_one(key);
@@ -155,6 +163,24 @@ mod tests {
             assert!(!remembered, "byte {at}");
             assert_eq!(outcome, parse_response(&changed), "byte {at}");
         }
+    }
+
+    #[test]
+    fn outcomes_the_header_decides_take_no_place() {
+        let mut memo = AnswerMemo::default();
+        let nxdomain = first_message(UDP4_NXDOMAIN);
+        let mut query = first_message(UDP4_A_SVC);
+        query[2] &= 0x7f;
+        for m in [&nxdomain, &query] {
+            assert!(header_decides(m));
+            for _ in 0..3 {
+                let (outcome, remembered) = memo.parse(m);
+                assert!(!remembered);
+                assert_eq!(outcome, parse_response(m));
+            }
+        }
+        assert!(memo.is_empty());
+        assert!(!header_decides(&first_message(UDP4_A_SVC)));
     }
 
     #[test]

@@ -100,6 +100,18 @@ pub fn parse_response(message: &[u8]) -> Result<ResponseOutcome, DnsParseError> 
     }))
 }
 
+/// Whether the header alone gives [`parse_response`]'s outcome: a query, an error code, or a
+/// message too short for a header. Reading those costs a few comparisons.
+pub fn header_decides(message: &[u8]) -> bool {
+    match message.get(2..4) {
+        Some(&[high, low]) => {
+            let flags = u16::from_be_bytes([high, low]);
+            flags & QR_FLAG == 0 || flags & RCODE_MASK != 0 || message.len() < HEADER_BYTES
+        }
+        _ => true,
+    }
+}
+
 /// Refuses counts that could not fit in `len` bytes. simple-dns reserves `count` entries per
 /// section before parsing (144 bytes per record): a 12-byte message with counts of 65535 would
 /// cost ~28 MiB. With this check the reservation stays proportional to the message size.
