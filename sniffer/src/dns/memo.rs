@@ -19,7 +19,8 @@ use hashbrown::HashTable;
 use super::DnsParseError;
 use super::message::{ResponseOutcome, header_decides, parse_response};
 
-/// Messages remembered by default (a few hundred KiB at most).
+/// Messages remembered by default: a few hundred KiB for typical answers of 50-150 bytes, at
+/// most 2 MiB of messages (`MAX_MESSAGE_BYTES` each) plus their answers.
 pub const DEFAULT_ENTRIES: usize = 4096;
 /// Longest message remembered; longer ones (large answer sets, DNSSEC) are parsed each time,
 /// which bounds the memory to `entries` times this.
