@@ -206,7 +206,7 @@ fn sniffer_delivered(metrics: &str) -> u64 {
 
 /// Steps the rate with the sniffer capturing (capture only, no scan), started with `flags`;
 /// `label` names it in the step lines and its log.
-pub fn sniffer_steps(label: &str, flags: &[&str]) -> Result<(Vec<Step>, String)> {
+pub fn sniffer_steps(label: &str, flags: &[&str]) -> Result<Vec<Step>> {
     let args: Vec<&str> = ["--no-scan"].iter().chain(flags).copied().collect();
     let log = format!("dns-{}.log", label.replace(' ', "-"));
     let sniffer = SnifferProcess::start(&args, &log)?;
@@ -242,9 +242,8 @@ pub fn sniffer_steps(label: &str, flags: &[&str]) -> Result<(Vec<Step>, String)>
             break;
         }
     }
-    let final_metrics = sniffer.metrics()?;
     sniffer.stop();
-    Ok((steps, final_metrics))
+    Ok(steps)
 }
 
 /// Steps the rate with `tcpdump -w /dev/null` capturing, one tcpdump per step.
@@ -347,11 +346,15 @@ fn which(program: &str) -> Result<PathBuf> {
 
 /// Highest rate really sent whose loss stayed under [`MAX_LOSS`]; 0 when none.
 pub fn max_rate(steps: &[Step]) -> f64 {
+    fastest_passing(steps).map_or(0.0, Step::achieved)
+}
+
+/// The step with the highest rate really sent whose loss stayed under [`MAX_LOSS`].
+fn fastest_passing(steps: &[Step]) -> Option<&Step> {
     steps
         .iter()
         .filter(|s| s.loss() < MAX_LOSS)
-        .map(Step::achieved)
-        .fold(0.0, f64::max)
+        .max_by(|a, b| a.achieved().total_cmp(&b.achieved()))
 }
 
 /// Whether the generator, not the capture, ended the stepping: every step passed, or the last
@@ -360,15 +363,6 @@ fn generator_bound(steps: &[Step]) -> bool {
     steps
         .last()
         .is_some_and(|s| s.loss() < MAX_LOSS || s.achieved() < 0.9 * s.target as f64)
-}
-
-/// The CPU per response at the fastest step under the loss limit, nanoseconds.
-fn cpu_at_max_rate(steps: &[Step]) -> Option<f64> {
-    steps
-        .iter()
-        .filter(|s| s.loss() < MAX_LOSS)
-        .max_by(|a, b| a.achieved().total_cmp(&b.achieved()))
-        .map(Step::cpu_per_response)
 }
 
 /// The figure from the step series: the sniffer as deployed, the sniffer without its DNS memo
@@ -396,7 +390,9 @@ pub fn figure(ours: &[Step], memo_off: &[Step], tcpdump: &[Step]) -> Figure {
         "; without the DNS memo (--dns-memo-entries 0, every response parsed): {:.0} responses/s",
         max_rate(memo_off)
     ));
-    let cpu = |steps: &[Step]| cpu_at_max_rate(steps).map_or("-".into(), |ns| format!("{ns:.0}"));
+    let cpu = |steps: &[Step]| {
+        fastest_passing(steps).map_or("-".into(), |s| format!("{:.0}", s.cpu_per_response()))
+    };
     note.push_str(&format!(
         "; CPU ns per response at each one's highest rate: sniffer {}, without the memo {}, tcpdump {}",
         cpu(ours),

@@ -35,8 +35,8 @@ fn capture_steps() -> Result<Figure> {
         "dns_capture_max_rate: stepping {:?} responses/s",
         dns::RATES
     );
-    let (ours, _) = dns::sniffer_steps("sniffer", &[])?;
-    let (memo_off, _) = dns::sniffer_steps("no memo", &["--dns-memo-entries", "0"])?;
+    let ours = dns::sniffer_steps("sniffer", &[])?;
+    let memo_off = dns::sniffer_steps("no memo", &["--dns-memo-entries", "0"])?;
     let theirs = dns::tcpdump_steps()?;
     Ok(dns::figure(&ours, &memo_off, &theirs))
 }
