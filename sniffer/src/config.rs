@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::capture::RingGeometry;
-use crate::scan::ScanConfig;
+use crate::scan::{ScanConfig, SocketSource};
 
 /// Operator address inside the cluster.
 pub const DEFAULT_OPERATOR_URL: &str = "https://trafficmap-operator.trafficmap.svc:8443";
@@ -42,6 +42,12 @@ pub struct Args {
     /// Do not scan sockets.
     #[arg(long, env = "TRAFFICMAP_NO_SCAN")]
     pub no_scan: bool,
+
+    /// Where socket scans read sockets: `bpf` (one pass over every process's open files, for
+    /// all namespaces; needs BTF and CAP_BPF), `sock-diag` (one netlink dump per namespace), or
+    /// `auto` (bpf when it loads).
+    #[arg(long, env = "TRAFFICMAP_SOCKET_SOURCE", value_enum, default_value_t = SocketSource::Auto)]
+    pub socket_source: SocketSource,
 
     /// Exit after this long (`30s`, `2m`, or plain seconds); by default run until stopped.
     #[arg(long, env = "TRAFFICMAP_DURATION", value_parser = parse_duration)]
@@ -145,6 +151,7 @@ impl Args {
         ScanConfig {
             interval: self.scan_interval,
             proc_root: self.proc_root.clone(),
+            socket_source: self.socket_source,
             ..ScanConfig::default()
         }
     }
@@ -215,6 +222,21 @@ mod tests {
         assert_eq!(args.ring_geometry(), RingGeometry::default());
         assert!(!args.no_capture && !args.no_scan && args.duration.is_none());
         assert_eq!(args.admin_addr(), None);
+        assert_eq!(args.scan_config().socket_source, SocketSource::Auto);
+    }
+
+    #[test]
+    fn the_socket_source_is_chosen_by_name() {
+        for (name, source) in [
+            ("bpf", SocketSource::Bpf),
+            ("sock-diag", SocketSource::SockDiag),
+            ("auto", SocketSource::Auto),
+        ] {
+            let args = Args::try_parse_from(["trafficmap-sniffer", "--socket-source", name])
+                .expect("parses");
+            assert_eq!(args.scan_config().socket_source, source, "{name}");
+        }
+        assert!(Args::try_parse_from(["trafficmap-sniffer", "--socket-source", "proc"]).is_err());
     }
 
     #[test]

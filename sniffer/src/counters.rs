@@ -52,8 +52,10 @@ pub struct Counters {
     pub scan_errors: AtomicU64,
     /// Network namespaces scanned, summed over scans.
     pub namespaces_scanned: AtomicU64,
-    /// Sockets returned by sock_diag, summed over scans.
+    /// Sockets returned by sock_diag or the BPF iterator, summed over scans.
     pub sockets_scanned: AtomicU64,
+    /// Scans whose sockets came from the BPF iterator (the others used sock_diag).
+    pub bpf_scans: AtomicU64,
     /// Duration of the latest scan, in microseconds.
     pub last_scan_duration_us: AtomicU64,
     /// Duration of all scans, in microseconds.
@@ -105,6 +107,7 @@ pub struct CountersSnapshot {
     pub scan_errors: u64,
     pub namespaces_scanned: u64,
     pub sockets_scanned: u64,
+    pub bpf_scans: u64,
     pub last_scan_duration_us: u64,
     pub scan_duration_us_total: u64,
     pub last_scan_end_ms: u64,
@@ -181,6 +184,7 @@ impl Counters {
             scan_errors: get(&self.scan_errors),
             namespaces_scanned: get(&self.namespaces_scanned),
             sockets_scanned: get(&self.sockets_scanned),
+            bpf_scans: get(&self.bpf_scans),
             last_scan_duration_us: get(&self.last_scan_duration_us),
             scan_duration_us_total: get(&self.scan_duration_us_total),
             last_scan_end_ms: get(&self.last_scan_end_ms),

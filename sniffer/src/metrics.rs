@@ -37,7 +37,7 @@ struct CountersCollector(Arc<Counters>);
 type CounterRow = (&'static str, &'static str, u64);
 
 #[rustfmt::skip]
-fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 26] {
+fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 27] {
     [
         ("packets", "Frames read from the capture ring (after the kernel's DNS filter).", s.frames),
         ("kernel_packets", "Packets the kernel passed to the capture ring.", s.kernel_packets),
@@ -57,7 +57,8 @@ fn counter_rows(s: &CountersSnapshot) -> [CounterRow; 26] {
         ("scans", "Completed socket scans.", s.scans),
         ("scan_errors", "Network namespaces that could not be scanned.", s.scan_errors),
         ("namespaces_scanned", "Network namespaces scanned, summed over scans.", s.namespaces_scanned),
-        ("sockets_scanned", "Sockets returned by sock_diag, summed over scans.", s.sockets_scanned),
+        ("sockets_scanned", "Sockets returned by sock_diag or the BPF iterator, summed over scans.", s.sockets_scanned),
+        ("bpf_scans", "Socket scans that read every namespace's sockets in one pass of the BPF iterator (the others used sock_diag per namespace).", s.bpf_scans),
         ("observations_emitted", "Observations produced (new, changed or refreshed).", s.observations_emitted),
         ("observations_reported", "Observations in reports the operator accepted.", s.observations_reported),
         ("reports_sent", "Reports the operator accepted.", s.reports_sent),

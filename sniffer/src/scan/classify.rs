@@ -22,7 +22,7 @@ pub mod tcp_state {
     pub const LISTEN: u8 = 10;
 }
 
-/// One socket from sock_diag.
+/// One socket from sock_diag or the BPF iterator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketRecord {
     /// TCP or UDP.
@@ -35,6 +35,8 @@ pub struct SocketRecord {
     pub remote: SocketAddr,
     /// Socket inode, to find the owning process.
     pub inode: u32,
+    /// A process holding the socket, when the source knows it (the BPF iterator does).
+    pub pid: Option<u32>,
 }
 
 /// Turns `::ffff:a.b.c.d` into `a.b.c.d`; other addresses are returned as they are.
@@ -50,40 +52,79 @@ pub fn unmap(address: SocketAddr) -> SocketAddr {
 
 /// The client-side sockets among all sockets of one namespace.
 pub fn client_sockets(sockets: &[SocketRecord]) -> Vec<SocketRecord> {
-    let listening: HashSet<(Protocol, u16)> = sockets
-        .iter()
-        .filter(|s| match s.protocol {
-            Protocol::Tcp => s.state == tcp_state::LISTEN,
-            Protocol::Udp => s.state == tcp_state::CLOSE && s.remote.port() == 0,
-        })
-        .map(|s| (s.protocol, s.local.port()))
-        .collect();
-    sockets
-        .iter()
-        .filter(|s| match s.protocol {
-            Protocol::Tcp => matches!(s.state, tcp_state::ESTABLISHED | tcp_state::SYN_SENT),
-            Protocol::Udp => s.state == tcp_state::ESTABLISHED && s.remote.port() != 0,
-        })
-        .filter(|s| !listening.contains(&(s.protocol, s.local.port())))
-        .filter(|s| {
-            let remote = s.remote.ip();
-            !remote.is_loopback() && !remote.is_unspecified() && s.remote.port() != 0
-        })
-        .copied()
-        .collect()
+    let mut filter = ClientFilter::default();
+    for socket in sockets {
+        filter.add(socket);
+    }
+    filter.finish()
+}
+
+/// [`client_sockets`] fed one socket at a time, keeping only listening ports and the sockets
+/// that may be client-side: a namespace's server and loopback sockets are never held.
+#[derive(Debug, Default)]
+pub struct ClientFilter {
+    listening: HashSet<(Protocol, u16)>,
+    candidates: Vec<SocketRecord>,
+}
+
+impl ClientFilter {
+    /// Takes one socket of the namespace.
+    pub fn add(&mut self, socket: &SocketRecord) {
+        let listens = match socket.protocol {
+            Protocol::Tcp => socket.state == tcp_state::LISTEN,
+            Protocol::Udp => socket.state == tcp_state::CLOSE && socket.remote.port() == 0,
+        };
+        if listens {
+            self.listening
+                .insert((socket.protocol, socket.local.port()));
+            return;
+        }
+        let connected = match socket.protocol {
+            Protocol::Tcp => matches!(socket.state, tcp_state::ESTABLISHED | tcp_state::SYN_SENT),
+            Protocol::Udp => socket.state == tcp_state::ESTABLISHED,
+        };
+        let remote = socket.remote.ip();
+        if connected
+            && !remote.is_loopback()
+            && !remote.is_unspecified()
+            && socket.remote.port() != 0
+        {
+            self.candidates.push(*socket);
+        }
+    }
+
+    /// The client-side sockets, in the order they came: those whose local port is not
+    /// listening. A socket held by several processes (same inode) is given once.
+    pub fn finish(self) -> Vec<SocketRecord> {
+        let ClientFilter {
+            listening,
+            candidates,
+        } = self;
+        let mut inodes = HashSet::new();
+        candidates
+            .into_iter()
+            .filter(|s| !listening.contains(&(s.protocol, s.local.port())))
+            .filter(|s| s.inode == 0 || inodes.insert(s.inode))
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     use super::*;
 
+    /// A socket with an inode of its own.
     fn socket(protocol: Protocol, state: u8, local: &str, remote: &str) -> SocketRecord {
+        static INODES: AtomicU32 = AtomicU32::new(1);
         SocketRecord {
             protocol,
             state,
             local: local.parse().expect("local"),
             remote: remote.parse().expect("remote"),
-            inode: 1,
+            inode: INODES.fetch_add(1, Ordering::Relaxed),
+            pid: None,
         }
     }
 
@@ -123,6 +164,32 @@ mod tests {
             socket(Udp, ESTABLISHED, "10.0.0.5:9000", "10.0.1.1:9999"),
         ];
         assert_eq!(client_sockets(&sockets).len(), 1);
+    }
+
+    #[test]
+    fn a_socket_held_by_two_processes_is_one_call() {
+        let shared = socket(Tcp, ESTABLISHED, "10.0.0.5:43210", "10.0.1.7:5432");
+        let other = socket(Tcp, ESTABLISHED, "10.0.0.5:43211", "10.0.1.7:5432");
+        let sockets = [
+            shared,
+            SocketRecord {
+                pid: Some(2),
+                ..shared
+            },
+            other,
+        ];
+        assert_eq!(client_sockets(&sockets), vec![shared, other]);
+        // Without an inode, nothing tells two sockets apart: each is kept.
+        let unknown = SocketRecord { inode: 0, ..shared };
+        assert_eq!(client_sockets(&[unknown, unknown]).len(), 2);
+    }
+
+    #[test]
+    fn the_order_of_listeners_and_connections_does_not_matter() {
+        let accepted = socket(Tcp, ESTABLISHED, "10.0.0.5:8080", "10.0.0.9:41000");
+        let listener = socket(Tcp, LISTEN, "0.0.0.0:8080", "0.0.0.0:0");
+        assert!(client_sockets(&[accepted, listener]).is_empty());
+        assert!(client_sockets(&[listener, accepted]).is_empty());
     }
 
     #[test]

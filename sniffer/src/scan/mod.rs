@@ -1,10 +1,12 @@
-//! Socket scan: every interval, every network namespace on the node is entered from one
-//! dedicated thread and its TCP and UDP sockets are dumped with sock_diag; client-side sockets
+//! Socket scan: every interval, the TCP and UDP sockets of every network namespace on the node
+//! are read from one dedicated thread, all at once with the BPF iterator ([`bpf`]) or one
+//! namespace at a time with sock_diag ([`sockdiag`]), each namespace entered; client-side sockets
 //! become connections, attributed to a pod through the cgroup of a process in the namespace
 //! (or, in the host namespace, of the process holding the socket). Each scan also maps the
 //! host-side end of every veth whose peer is in a scanned namespace to that namespace
 //! ([`links`]), and the namespaces' addresses to their pods, to name DNS clients.
 
+pub mod bpf;
 pub mod cgroup;
 pub mod classify;
 pub mod links;
@@ -28,7 +30,7 @@ use trafficmap_api::report::ClientId;
 use crate::counters::Counters;
 use crate::events::EventSender;
 use crate::now_ms;
-use classify::{SocketRecord, client_sockets};
+use classify::{ClientFilter, SocketRecord};
 use netns::{Namespace, NetnsId, NetnsSwitcher};
 
 /// How often a sleeping scan thread checks for a stop request.
@@ -62,9 +64,29 @@ pub enum ScanError {
     /// The kernel's answer could not be decoded.
     #[error("cannot decode sock_diag answer: {0}")]
     Decode(String),
+    /// The BPF socket iterator could not be loaded or read.
+    #[error("BPF socket iterator: cannot {what}: {detail}")]
+    Bpf {
+        /// What we were doing.
+        what: &'static str,
+        /// The loader's or the kernel's answer.
+        detail: String,
+    },
     /// The scan thread could not start.
     #[error("cannot start the scan thread: {0}")]
     Spawn(io::Error),
+}
+
+/// Where a scan reads sockets from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocketSource {
+    /// The BPF iterator when it loads, sock_diag otherwise.
+    Auto,
+    /// The BPF iterator: every namespace's sockets in one pass ([`bpf`]); fail if it cannot
+    /// load.
+    Bpf,
+    /// sock_diag, one dump per namespace ([`sockdiag`]).
+    SockDiag,
 }
 
 /// Where the scan looks.
@@ -76,6 +98,8 @@ pub struct ScanConfig {
     pub proc_root: PathBuf,
     /// Directories of pinned namespaces (`/run/netns`, `/var/run/netns`).
     pub pinned_dirs: Vec<PathBuf>,
+    /// Where sockets are read from.
+    pub socket_source: SocketSource,
 }
 
 impl Default for ScanConfig {
@@ -84,6 +108,7 @@ impl Default for ScanConfig {
             interval: Duration::from_secs(1),
             proc_root: PathBuf::from("/proc"),
             pinned_dirs: vec![PathBuf::from("/run/netns"), PathBuf::from("/var/run/netns")],
+            socket_source: SocketSource::Auto,
         }
     }
 }
@@ -130,10 +155,33 @@ struct PodOfNamespace {
     uid: String,
 }
 
+/// One namespace's sockets: how many, and the client-side ones among them.
+#[derive(Debug, Default)]
+struct NamespaceSockets {
+    seen: u64,
+    clients: ClientFilter,
+}
+
+impl NamespaceSockets {
+    fn add(&mut self, socket: &SocketRecord) {
+        self.seen += 1;
+        self.clients.add(socket);
+    }
+
+    fn classify(sockets: &[SocketRecord]) -> Self {
+        let mut found = NamespaceSockets::default();
+        for socket in sockets {
+            found.add(socket);
+        }
+        found
+    }
+}
+
 /// State kept between scans.
 #[derive(Debug)]
 pub struct Scanner {
     config: ScanConfig,
+    iterator: Option<bpf::SocketIterator>,
     switcher: NetnsSwitcher,
     pods: HashMap<NetnsId, PodOfNamespace>,
     host_socket_pods: HashMap<u32, Option<String>>,
@@ -142,8 +190,27 @@ pub struct Scanner {
 impl Scanner {
     /// A scanner whose home (host) namespace is the calling thread's.
     pub fn new(config: ScanConfig) -> Result<Self, ScanError> {
+        let iterator = match config.socket_source {
+            SocketSource::SockDiag => None,
+            SocketSource::Bpf => Some(bpf::SocketIterator::load()?),
+            SocketSource::Auto => match bpf::SocketIterator::load() {
+                Ok(iterator) => Some(iterator),
+                Err(err) => {
+                    tracing::warn!(
+                        %err,
+                        "scanning sockets with sock_diag, one dump per namespace \
+                         (each walks every TCP socket of the node)"
+                    );
+                    None
+                }
+            },
+        };
+        if iterator.is_some() {
+            tracing::info!("scanning sockets with the BPF iterator, one pass for all namespaces");
+        }
         Ok(Scanner {
             config,
+            iterator,
             switcher: NetnsSwitcher::new()?,
             pods: HashMap::new(),
             host_socket_pods: HashMap::new(),
@@ -169,12 +236,22 @@ impl Scanner {
                 HashMap::new()
             }
         };
+        let mut from_bpf = self.bpf_pass(counters);
         let home_fd = self.switcher.home_fd();
         let mut ambiguous: HashSet<IpAddr> = HashSet::new();
         for namespace in &namespaces {
             let is_home = namespace.id == self.switcher.home_id();
+            let passed = from_bpf.as_mut().map(|found| {
+                u32::try_from(namespace.id.inode)
+                    .ok()
+                    .and_then(|inode| found.remove(&inode))
+                    .unwrap_or_default()
+            });
             let dumped = self.switcher.run_in(namespace, || -> Result<_, ScanError> {
-                let sockets = sockdiag::dump_sockets()?;
+                let sockets = match passed {
+                    Some(found) => found,
+                    None => NamespaceSockets::classify(&sockdiag::dump_sockets()?),
+                };
                 let addresses =
                     netns::interface_addresses().map_err(|source| ScanError::Netlink {
                         what: "list interface addresses",
@@ -200,8 +277,8 @@ impl Scanner {
                 }
             };
             Counters::inc(&counters.namespaces_scanned);
-            Counters::add(&counters.sockets_scanned, sockets.len() as u64);
-            let clients = client_sockets(&sockets);
+            Counters::add(&counters.sockets_scanned, sockets.seen);
+            let clients = sockets.clients.finish();
             if namespace.id == self.switcher.home_id() {
                 self.add_host_connections(&clients, &mut report);
             } else {
@@ -235,6 +312,24 @@ impl Scanner {
         Ok(report)
     }
 
+    /// Every namespace's sockets from one pass of the BPF iterator, by namespace inode; `None`
+    /// when this scan must use sock_diag (no iterator, or this pass failed).
+    fn bpf_pass(&mut self, counters: &Counters) -> Option<HashMap<u32, NamespaceSockets>> {
+        let iterator = self.iterator.as_mut()?;
+        let mut found: HashMap<u32, NamespaceSockets> = HashMap::new();
+        match iterator.dump(|netns, record| found.entry(netns).or_default().add(&record)) {
+            Ok(_) => {
+                Counters::inc(&counters.bpf_scans);
+                Some(found)
+            }
+            Err(err) => {
+                Counters::inc(&counters.scan_errors);
+                tracing::warn!(%err, "BPF socket pass failed: this scan uses sock_diag");
+                None
+            }
+        }
+    }
+
     /// The pod UID of a namespace, from the cgroup of one of its processes (cached while that
     /// process stays in the namespace).
     fn pod_of(&mut self, namespace: &Namespace) -> Option<String> {
@@ -266,7 +361,21 @@ impl Scanner {
             .filter(|inode| !self.host_socket_pods.contains_key(inode))
             .copied()
             .collect();
-        let owners = owners::socket_owners(&self.config.proc_root, &unknown);
+        // The BPF iterator names a process holding each socket; only the others are looked
+        // for through every process's open files.
+        let mut owners: HashMap<u32, u32> = clients
+            .iter()
+            .filter(|s| unknown.contains(&s.inode))
+            .filter_map(|s| Some((s.inode, s.pid?)))
+            .collect();
+        let unowned: HashSet<u32> = unknown
+            .iter()
+            .filter(|inode| !owners.contains_key(inode))
+            .copied()
+            .collect();
+        if !unowned.is_empty() {
+            owners.extend(owners::socket_owners(&self.config.proc_root, &unowned));
+        }
         for inode in unknown {
             let uid = owners
                 .get(&inode)
@@ -445,6 +554,98 @@ mod tests {
             .map(|p| p.host_index)
             .collect();
         assert_eq!(confirmed, vec![17]);
+    }
+
+    /// A namespace pinned in /run/netns, deleted when dropped.
+    struct PinnedNamespace(String);
+
+    impl PinnedNamespace {
+        fn create(address: &str) -> Self {
+            let name = format!("tm-scan-{}", std::process::id());
+            let ip = |args: &[&str]| {
+                let status = std::process::Command::new("ip")
+                    .args(args)
+                    .status()
+                    .expect("run ip");
+                assert!(status.success(), "ip {args:?} (root?)");
+            };
+            ip(&["netns", "add", &name]);
+            let pinned = PinnedNamespace(name);
+            ip(&["-n", &pinned.0, "link", "set", "lo", "up"]);
+            ip(&["-n", &pinned.0, "addr", "add", address, "dev", "lo"]);
+            pinned
+        }
+
+        fn path(&self) -> PathBuf {
+            PathBuf::from("/run/netns").join(&self.0)
+        }
+    }
+
+    impl Drop for PinnedNamespace {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
+        }
+    }
+
+    /// As root: a thread in a pinned namespace holds a call to 10.200.0.1 (its own
+    /// non-loopback address) and the server's side of it. Both sources must report the call,
+    /// once, from the client's side only.
+    #[test]
+    fn both_socket_sources_report_a_call_in_another_namespace() {
+        let pinned = PinnedNamespace::create("10.200.0.1/32");
+        let path = pinned.path();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let (done_sender, done) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open the namespace");
+            // SAFETY: setns(2) on a namespace fd we own moves only this thread.
+            let entered =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(entered, 0, "setns");
+            let listener = TcpListener::bind("10.200.0.1:0").expect("listen");
+            let server = listener.local_addr().expect("addr");
+            let client = TcpStream::connect(server).expect("connect");
+            let (accepted, _) = listener.accept().expect("accept");
+            sender
+                .send((server, client.local_addr().expect("addr")))
+                .expect("send");
+            done.recv().ok();
+            drop((listener, client, accepted));
+        });
+        let (server, client) = receiver.recv().expect("the holder's call");
+        let mut found = Vec::new();
+        for source in [SocketSource::Bpf, SocketSource::SockDiag] {
+            let counters = Counters::default();
+            let mut scanner = Scanner::new(ScanConfig {
+                socket_source: source,
+                ..ScanConfig::default()
+            })
+            .expect("scanner");
+            let report = scanner.scan_once(&counters).expect("scan");
+            let calls: Vec<&ConnectionSeen> = report
+                .connections
+                .iter()
+                .filter(|c| c.server == server || c.server == client)
+                .collect();
+            assert_eq!(
+                calls,
+                vec![&ConnectionSeen {
+                    client: ClientId {
+                        ip: client.ip(),
+                        pod_uid: None,
+                    },
+                    server,
+                    protocol: Protocol::Tcp,
+                }],
+                "{source:?}"
+            );
+            found.push(counters.snapshot().bpf_scans);
+        }
+        done_sender.send(()).expect("release the holder");
+        holder.join().expect("holder");
+        assert_eq!(found, vec![1, 0]);
     }
 
     #[test]

@@ -248,6 +248,7 @@ fn record(protocol: Protocol, payload: &[u8]) -> Result<SocketRecord, ScanError>
             id.destination_port,
         )),
         inode: header.inode,
+        pid: None,
     })
 }
 
