@@ -1,6 +1,6 @@
 //! The sniffer's figures, in one sequence sharing the capture namespace: DNS rate steps
-//! (sniffer, then tcpdump), idle memory, then the 100k-socket scan (sniffer, then the /proc
-//! baseline) and the loaded memory with DNS traffic on top.
+//! (sniffer, then tcpdump), idle memory, then the 100k-socket scan and the loaded memory with
+//! DNS traffic on top, then the same scan with sock_diag and the /proc baseline.
 
 use std::time::Duration;
 
@@ -16,16 +16,52 @@ const LOADED_DNS_RATE: u64 = 250_000;
 /// How long the DNS load lasts during the loaded measurement.
 const LOADED_DNS_TIME: Duration = Duration::from_secs(5);
 
-/// The sniffer's scans and the baseline over freshly started holders.
-fn compare_scans(sniffer: &SnifferProcess, own_tables: bool) -> Result<scan::ScanComparison> {
-    let holders = Holders::start(own_tables)?;
-    let ours = scan::sniffer_scans(sniffer)?;
+/// Completes `ours` (the default sniffer's scans of `holders`) with a sniffer scanning them
+/// with sock_diag, and the /proc baseline. The default sniffer must have stopped: both serve
+/// metrics on the same port.
+fn compare_scans(holders: &Holders, ours: scan::SnifferScans) -> Result<scan::ScanComparison> {
+    eprintln!("  again with --socket-source sock-diag, then the /proc baseline");
+    let sniffer = SnifferProcess::start(
+        &[
+            "--scan-interval",
+            "1s",
+            "--no-capture",
+            "--socket-source",
+            "sock-diag",
+        ],
+        "scan-sock-diag.log",
+    )?;
+    let sock_diag = scan::sniffer_scans(&sniffer)?;
+    sniffer.stop();
     let (baseline, baseline_clients) = scan::baseline(&holders.pids())?;
     Ok(scan::ScanComparison {
         ours,
+        sock_diag,
         baseline,
         baseline_clients,
     })
+}
+
+fn announce_scan() {
+    eprintln!(
+        "socket_scan_100k: {} namespaces x {} connections",
+        scan::NAMESPACES,
+        scan::CONNECTIONS
+    );
+}
+
+/// `socket_scan_100k` alone (`trafficmap-bench scan`).
+pub fn scan_figure() -> Result<Figure> {
+    let _pair = VethPair::create()?;
+    announce_scan();
+    let holders = Holders::start()?;
+    let sniffer = SnifferProcess::start(
+        &["--scan-interval", "1s", "--no-capture"],
+        "scan-sniffer.log",
+    )?;
+    let ours = scan::sniffer_scans(&sniffer)?;
+    sniffer.stop();
+    Ok(scan::figure(compare_scans(&holders, ours)?))
 }
 
 /// `dns_capture_max_rate`: the rate steps with the sniffer, then with tcpdump. Needs the veth
@@ -62,39 +98,22 @@ pub fn sniffer_figures() -> Result<Vec<Figure>> {
         ),
     );
 
-    eprintln!(
-        "socket_scan_100k: {} namespaces x {} connections",
-        scan::NAMESPACES,
-        scan::CONNECTIONS
-    );
-    let default = compare_scans(&sniffer, false)?;
-    eprintln!("  again with a TCP hash table per namespace");
-    let (own_tables, holders) = {
-        let holders = Holders::start(true)?;
-        let ours = scan::sniffer_scans(&sniffer)?;
-        let (baseline, baseline_clients) = scan::baseline(&holders.pids())?;
-        let comparison = scan::ScanComparison {
-            ours,
-            baseline,
-            baseline_clients,
-        };
-        (comparison, holders)
-    };
-    figures.push(scan::figure(default, Some(own_tables)));
+    announce_scan();
+    let holders = Holders::start()?;
+    let ours = scan::sniffer_scans(&sniffer)?;
 
     netns::interrupted()?;
     let sent = dns::send(LOADED_DNS_RATE, LOADED_DNS_TIME)?;
     // One more scan after the load, so the high-water mark covers both.
     std::thread::sleep(Duration::from_millis(1500));
     let (_, loaded_hwm) = memory_kib(sniffer.pid())?;
-    figures.push(
-        Figure::new("sniffer_rss_loaded", mib(loaded_hwm), "MiB").with_note(format!(
-            "VmHWM over the 100k-socket scans plus {:.0} DNS responses/s for {} s",
-            sent.sent as f64 / sent.seconds.max(1e-9),
-            LOADED_DNS_TIME.as_secs()
-        )),
-    );
+    let loaded = Figure::new("sniffer_rss_loaded", mib(loaded_hwm), "MiB").with_note(format!(
+        "VmHWM over the 100k-socket scans plus {:.0} DNS responses/s for {} s",
+        sent.sent as f64 / sent.seconds.max(1e-9),
+        LOADED_DNS_TIME.as_secs()
+    ));
     sniffer.stop();
-    drop(holders);
+    figures.push(scan::figure(compare_scans(&holders, ours)?));
+    figures.push(loaded);
     Ok(figures)
 }

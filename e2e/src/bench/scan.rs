@@ -1,6 +1,7 @@
 //! `socket_scan_100k`: 100 network namespaces with 1000 established TCP connections each,
-//! scanned by the sniffer (netlink sock_diag), next to reading `/proc/<pid>/net/tcp` and
-//! `tcp6` for one process per namespace and parsing them, as Otterize's sniffer does.
+//! scanned by the sniffer (its BPF iterator, and sock_diag for comparison), next to reading
+//! `/proc/<pid>/net/tcp` and `tcp6` for one process per namespace and parsing them, as
+//! Otterize's sniffer does.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -19,49 +20,21 @@ pub const CONNECTIONS: usize = 1000;
 const BASELINE_PASSES: usize = 2;
 /// Sniffer scans averaged.
 pub const SCANS: u64 = 3;
-/// `net.ipv4.tcp_child_ehash_entries` for the tuned variant: namespaces created by a process
-/// of a namespace with this set get their own TCP hash table of that many buckets.
-pub const CHILD_EHASH_ENTRIES: &str = "4096";
-
 /// The holder processes; told to exit (stdin closed) and reaped when dropped.
 pub struct Holders {
     children: Vec<Child>,
 }
 
 impl Holders {
-    /// Starts [`NAMESPACES`] holders and waits until each holds its connections. With
-    /// `own_hash_tables`, they start from the capture namespace, where
-    /// `tcp_child_ehash_entries` is set, so each namespace gets a TCP hash table of its own
-    /// (by default every namespace shares the host's, and a dump walks all of it).
-    pub fn start(own_hash_tables: bool) -> Result<Self> {
+    /// Starts [`NAMESPACES`] holders and waits until each holds its connections. Their
+    /// namespaces keep the kernel's defaults: they share the host's TCP hash table.
+    pub fn start() -> Result<Self> {
         let me = std::env::current_exe().map_err(io_context("own executable"))?;
         let mut holders = Holders {
             children: Vec::with_capacity(NAMESPACES),
         };
-        if own_hash_tables {
-            let key = format!("net.ipv4.tcp_child_ehash_entries={CHILD_EHASH_ENTRIES}");
-            let status = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    super::netns::CAPTURE_NS,
-                    "sysctl",
-                    "-qw",
-                    &key,
-                ])
-                .status()
-                .map_err(io_context("sysctl"))?;
-            if !status.success() {
-                return Err(BenchError::Failed(format!("cannot set {key}")));
-            }
-        }
         for _ in 0..NAMESPACES {
-            let mut command = if own_hash_tables {
-                super::netns::command_in(super::netns::CAPTURE_NS, &me)
-            } else {
-                Command::new(&me)
-            };
-            let child = command
+            let child = Command::new(&me)
                 .args(["hold-sockets", "--connections", &CONNECTIONS.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -204,6 +177,8 @@ pub struct SnifferScans {
     pub namespaces: f64,
     /// Sockets per scan.
     pub sockets: f64,
+    /// Share of the scans that read sockets with the BPF iterator.
+    pub bpf_share: f64,
 }
 
 /// Waits for [`SCANS`] complete scans after the holders are ready and averages them.
@@ -231,43 +206,36 @@ pub fn sniffer_scans(sniffer: &SnifferProcess) -> Result<SnifferScans> {
         ),
         namespaces: delta("trafficmap_sniffer_namespaces_scanned_total") / count,
         sockets: delta("trafficmap_sniffer_sockets_scanned_total") / count,
+        bpf_share: delta("trafficmap_sniffer_bpf_scans_total") / count,
     })
 }
 
-/// One configuration's measurement.
+/// The scans of one set of holders.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanComparison {
-    /// The sniffer's scans.
+    /// The sniffer's scans with its default source (the BPF iterator).
     pub ours: SnifferScans,
+    /// The sniffer's scans with `--socket-source sock-diag`.
+    pub sock_diag: SnifferScans,
     /// The baseline's mean pass.
     pub baseline: Duration,
     /// Client sockets the baseline found.
     pub baseline_clients: usize,
 }
 
-impl ScanComparison {
-    fn millis(&self) -> (f64, f64) {
-        (
-            self.ours.mean.as_secs_f64() * 1e3,
-            self.baseline.as_secs_f64() * 1e3,
-        )
-    }
-}
-
-/// The figure (kernel defaults), with the per-namespace hash table variant in its note.
-pub fn figure(default: ScanComparison, own_tables: Option<ScanComparison>) -> Figure {
-    let (ours_ms, baseline_ms) = default.millis();
-    let mut note = format!(
-        "kernel defaults (one TCP hash table for all namespaces); sniffer: mean of {SCANS} scans, {:.0} namespaces and {:.0} sockets per scan (every namespace on the machine); baseline: {NAMESPACES} processes, {} client sockets found",
-        default.ours.namespaces, default.ours.sockets, default.baseline_clients
+/// The figure: the sniffer's default scans against the baseline, sock_diag in the note.
+pub fn figure(scans: ScanComparison) -> Figure {
+    let millis = |d: Duration| d.as_secs_f64() * 1e3;
+    let (ours_ms, baseline_ms) = (millis(scans.ours.mean), millis(scans.baseline));
+    let sock_diag_ms = millis(scans.sock_diag.mean);
+    let note = format!(
+        "kernel defaults (one TCP hash table for all namespaces); sniffer: mean of {SCANS} scans, {:.0} namespaces and {:.0} sockets per scan (every namespace on the machine), {:.0}% of them by the BPF iterator; with --socket-source sock-diag: {sock_diag_ms:.1} ms ({:.1}x the BPF scan); baseline: {NAMESPACES} processes, {} client sockets found",
+        scans.ours.namespaces,
+        scans.ours.sockets,
+        scans.ours.bpf_share * 100.0,
+        sock_diag_ms / ours_ms.max(1e-9),
+        scans.baseline_clients
     );
-    if let Some(tuned) = own_tables {
-        let (t_ours, t_base) = tuned.millis();
-        note.push_str(&format!(
-            "; with net.ipv4.tcp_child_ehash_entries={CHILD_EHASH_ENTRIES} (a hash table per namespace): sniffer {t_ours:.1} ms, baseline {t_base:.1} ms, ratio {:.1}",
-            t_base / t_ours.max(1e-9)
-        ));
-    }
     Figure::new("socket_scan_100k", ours_ms, "ms")
         .with_baseline("proc_net_tcp", baseline_ms, baseline_ms / ours_ms.max(1e-9))
         .with_note(note)

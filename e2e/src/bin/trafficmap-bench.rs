@@ -4,6 +4,7 @@
 //! - `all` (default): the sniffer's figures, then the operator's (needs the control plane:
 //!   `make bench` starts one).
 //! - `sniffer` (with `dns_parse` from criterion's estimates), `operator`: one half.
+//! - `capture`, `scan`: one of the sniffer's figures, for work on that path.
 //! - `gen-dns`, `hold-sockets`: the bench's own helper processes.
 
 use std::net::Ipv4Addr;
@@ -33,6 +34,8 @@ enum Commands {
     Operator,
     /// DNS capture rate only (the sniffer, then tcpdump), for work on the capture path.
     Capture,
+    /// Socket scan only (the sniffer's BPF iterator, its sock_diag scan, the /proc baseline).
+    Scan,
     /// Helper: send DNS responses at a rate (run inside the generator namespace).
     #[command(hide = true)]
     GenDns {
@@ -98,6 +101,11 @@ fn run(command: Commands) -> bench::Result<()> {
         Commands::Capture => {
             netns::install_interrupt_cleanup();
             print(&[node::capture_figure()?]);
+            Ok(())
+        }
+        Commands::Scan => {
+            netns::install_interrupt_cleanup();
+            print(&[node::scan_figure()?]);
             Ok(())
         }
         Commands::Operator => {
