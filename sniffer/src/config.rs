@@ -152,6 +152,8 @@ impl Args {
             interval: self.scan_interval,
             proc_root: self.proc_root.clone(),
             socket_source: self.socket_source,
+            // The sniffer loads its BPF iterator in a helper run of itself.
+            bpf_helper: std::env::current_exe().ok(),
             ..ScanConfig::default()
         }
     }

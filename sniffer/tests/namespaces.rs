@@ -3,7 +3,8 @@
 //! the host namespace with `--output jsonl` and must report the client's DNS answers (A, AAAA,
 //! CNAME chain, TCP) and its connections (opened before and after it started, TCP v4/v6 and
 //! connected UDP) with the pod UID, and nothing from the servers' side. A hostNetwork "pod"
-//! (a host-namespace process in a kubepods cgroup) is attributed through its socket.
+//! (a host-namespace process in a kubepods cgroup) is attributed through its socket. Sockets are
+//! read with the BPF iterator, loaded by a helper run of the sniffer.
 
 mod support;
 
@@ -208,6 +209,10 @@ fn dns_answers_and_connections_of_a_pod_are_reported_with_its_uid() {
             SNIFFER_RUN,
             "--scan-interval",
             "500ms",
+            // Not `auto`: a sniffer that cannot load its BPF iterator (in the helper run of
+            // itself) must fail this test rather than fall back to sock_diag.
+            "--socket-source",
+            "bpf",
         ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -286,6 +291,12 @@ fn dns_answers_and_connections_of_a_pod_are_reported_with_its_uid() {
         eprintln!("{context}");
     }
 
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("scanning sockets with the BPF iterator")),
+        "{context}"
+    );
     let observations: Vec<Observation> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}\n{context}")))

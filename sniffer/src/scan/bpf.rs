@@ -7,12 +7,19 @@
 //! of each process once and writes a record for each TCP or UDP socket, with the inode of the
 //! socket's namespace. Sockets that no process holds (a listener's queue of connections not
 //! yet accepted, TIME_WAIT) are not seen; none of them is the client side of an open call.
+//! Nor are those held only by processes outside the sniffer's PID namespace: it runs with
+//! hostPID.
 //!
 //! Loading needs the kernel's BTF (`/sys/kernel/btf/vmlinux`), `bpf_sock_from_file` (Linux
-//! 5.11) and CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN).
+//! 5.11) and CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN). The loader parses the whole kernel
+//! BTF (~40 MiB at its peak), so the sniffer does it in a helper process ([`super::loader`])
+//! and keeps only the loaded program's fd; each scan then creates an iterator from it with two
+//! `bpf(2)` calls.
 
-use std::io::{ErrorKind, Read};
+use std::fs::File;
+use std::io::{self, ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use aya::programs::Iter;
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -36,48 +43,124 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const PROTOCOL_TCP: u8 = 6;
 const PROTOCOL_UDP: u8 = 17;
+/// `enum bpf_cmd` and `enum bpf_attach_type` (include/uapi/linux/bpf.h).
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_ITER_CREATE: libc::c_long = 33;
+const BPF_TRACE_ITER: u32 = 28;
+
+/// `union bpf_attr` for `BPF_LINK_CREATE` of an iterator without parameters.
+#[repr(C)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    iter_info: u64,
+    iter_info_len: u32,
+    reserved: u32,
+}
+
+/// `union bpf_attr` for `BPF_ITER_CREATE`.
+#[repr(C)]
+struct IterCreateAttr {
+    link_fd: u32,
+    flags: u32,
+}
+
+/// `bpf(command, attr)`, for the two commands that return a new fd.
+fn bpf_new_fd<T>(command: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
+    let size = std::mem::size_of::<T>() as libc::c_long;
+    // SAFETY: `attr` is a live, fully initialised `union bpf_attr` prefix of `size` bytes for
+    // `command`; the kernel reads it and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, command, attr as *const T, size) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("bpf(2) returned no fd"))?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 fn bpf_error(what: &'static str) -> impl FnOnce(String) -> ScanError {
     move |detail| ScanError::Bpf { what, detail }
 }
 
-/// The loaded iterator program.
+/// Loads the program into the kernel from this process (it is verified here, once) and
+/// returns its fd.
+pub fn load_program() -> Result<OwnedFd, ScanError> {
+    let btf = Btf::from_sys_fs()
+        .map_err(|e| bpf_error("read the kernel's BTF (/sys/kernel/btf/vmlinux)")(e.to_string()))?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(OBJECT)
+        .map_err(|e| bpf_error("load the socket iterator object")(e.to_string()))?;
+    let program = program(&mut ebpf)?;
+    program
+        .load("task_file", &btf)
+        .map_err(|e| bpf_error("load the socket iterator into the kernel")(e.to_string()))?;
+    // aya closes its own fd when `ebpf` drops; the kernel keeps the program for this copy.
+    program
+        .fd()
+        .map_err(|e| bpf_error("find the loaded socket iterator")(e.to_string()))?
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| bpf_error("keep the loaded socket iterator")(e.to_string()))
+}
+
+/// A loaded iterator program, run once per scan.
 #[derive(Debug)]
 pub struct SocketIterator {
-    ebpf: Ebpf,
+    program: OwnedFd,
     buffer: Vec<u8>,
 }
 
 impl SocketIterator {
-    /// Loads the program into the kernel (it is verified here, once).
+    /// Loads the program from this process ([`load_program`]).
     pub fn load() -> Result<Self, ScanError> {
-        let btf = Btf::from_sys_fs().map_err(|e| {
-            bpf_error("read the kernel's BTF (/sys/kernel/btf/vmlinux)")(e.to_string())
-        })?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .load(OBJECT)
-            .map_err(|e| bpf_error("load the socket iterator object")(e.to_string()))?;
-        program(&mut ebpf)?
-            .load("task_file", &btf)
-            .map_err(|e| bpf_error("load the socket iterator into the kernel")(e.to_string()))?;
-        Ok(SocketIterator {
-            ebpf,
+        Ok(Self::from_program(load_program()?))
+    }
+
+    /// Runs the program behind `program`, an fd [`load_program`] returned (here or in a
+    /// helper process).
+    pub fn from_program(program: OwnedFd) -> Self {
+        SocketIterator {
+            program,
             buffer: vec![0; READ_BYTES],
-        })
+        }
+    }
+
+    /// The program's fd.
+    pub fn program(&self) -> BorrowedFd<'_> {
+        self.program.as_fd()
     }
 
     /// Runs the iterator once and hands each socket, with the inode of its network namespace,
     /// to `sink`. Returns how many sockets it saw.
     pub fn dump(&mut self, mut sink: impl FnMut(u32, SocketRecord)) -> Result<u64, ScanError> {
-        let program = program(&mut self.ebpf)?;
-        let link = program
-            .attach()
-            .and_then(|id| program.take_link(id))
-            .map_err(|e| bpf_error("attach the socket iterator")(e.to_string()))?;
-        let mut file = link
-            .into_file()
-            .map_err(|e| bpf_error("open the socket iterator")(e.to_string()))?;
+        let link = bpf_new_fd(
+            BPF_LINK_CREATE,
+            &LinkCreateAttr {
+                prog_fd: fd_number(self.program.as_fd()),
+                target_fd: 0,
+                attach_type: BPF_TRACE_ITER,
+                flags: 0,
+                iter_info: 0,
+                iter_info_len: 0,
+                reserved: 0,
+            },
+        )
+        .map_err(|e| bpf_error("attach the socket iterator")(e.to_string()))?;
+        let iterator = bpf_new_fd(
+            BPF_ITER_CREATE,
+            &IterCreateAttr {
+                link_fd: fd_number(link.as_fd()),
+                flags: 0,
+            },
+        )
+        .map_err(|e| bpf_error("open the socket iterator")(e.to_string()))?;
+        // The iterator holds the link; this fd is not needed any more.
+        drop(link);
+        let mut file = File::from(iterator);
         let buffer = &mut self.buffer;
         let (mut filled, mut retries, mut seen) = (0, 0, 0);
         loop {
@@ -112,6 +195,11 @@ impl SocketIterator {
         }
         Ok(seen)
     }
+}
+
+fn fd_number(fd: BorrowedFd<'_>) -> u32 {
+    // A valid fd is never negative.
+    fd.as_raw_fd().unsigned_abs()
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Iter, ScanError> {

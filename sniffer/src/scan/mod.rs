@@ -10,6 +10,7 @@ pub mod bpf;
 pub mod cgroup;
 pub mod classify;
 pub mod links;
+pub mod loader;
 pub mod netns;
 pub mod owners;
 pub mod sockdiag;
@@ -100,6 +101,9 @@ pub struct ScanConfig {
     pub pinned_dirs: Vec<PathBuf>,
     /// Where sockets are read from.
     pub socket_source: SocketSource,
+    /// The executable that loads the BPF iterator for us ([`loader`]: the sniffer itself);
+    /// `None` loads it in this process.
+    pub bpf_helper: Option<PathBuf>,
 }
 
 impl Default for ScanConfig {
@@ -109,6 +113,7 @@ impl Default for ScanConfig {
             proc_root: PathBuf::from("/proc"),
             pinned_dirs: vec![PathBuf::from("/run/netns"), PathBuf::from("/var/run/netns")],
             socket_source: SocketSource::Auto,
+            bpf_helper: None,
         }
     }
 }
@@ -190,10 +195,14 @@ pub struct Scanner {
 impl Scanner {
     /// A scanner whose home (host) namespace is the calling thread's.
     pub fn new(config: ScanConfig) -> Result<Self, ScanError> {
+        let load = || match &config.bpf_helper {
+            Some(executable) => loader::load_in_helper(executable),
+            None => bpf::SocketIterator::load(),
+        };
         let iterator = match config.socket_source {
             SocketSource::SockDiag => None,
-            SocketSource::Bpf => Some(bpf::SocketIterator::load()?),
-            SocketSource::Auto => match bpf::SocketIterator::load() {
+            SocketSource::Bpf => Some(load()?),
+            SocketSource::Auto => match load() {
                 Ok(iterator) => Some(iterator),
                 Err(err) => {
                     tracing::warn!(
