@@ -129,11 +129,6 @@ impl SocketIterator {
         }
     }
 
-    /// The program's fd.
-    pub fn program(&self) -> BorrowedFd<'_> {
-        self.program.as_fd()
-    }
-
     /// Runs the iterator once and hands each socket, with the inode of its network namespace,
     /// to `sink`. Returns how many sockets it saw.
     pub fn dump(&mut self, mut sink: impl FnMut(u32, SocketRecord)) -> Result<u64, ScanError> {

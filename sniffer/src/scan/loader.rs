@@ -34,8 +34,13 @@ fn helper_error(detail: String) -> ScanError {
 /// Runs `executable` (the sniffer) as the helper and returns an iterator over the program it
 /// loaded.
 pub fn load_in_helper(executable: &Path) -> Result<SocketIterator, ScanError> {
+    load_within(executable, HELPER_TIMEOUT)
+}
+
+/// [`load_in_helper`], giving up on (and killing) a helper that sends nothing in `timeout`.
+fn load_within(executable: &Path, timeout: Duration) -> Result<SocketIterator, ScanError> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| helper_error(e.to_string()))?;
-    ours.set_read_timeout(Some(HELPER_TIMEOUT))
+    ours.set_read_timeout(Some(timeout))
         .map_err(|e| helper_error(e.to_string()))?;
     let mut child = Command::new(executable)
         .arg(HELPER_FLAG)
@@ -45,6 +50,10 @@ pub fn load_in_helper(executable: &Path) -> Result<SocketIterator, ScanError> {
         .spawn()
         .map_err(|e| helper_error(format!("cannot run {}: {e}", executable.display())))?;
     let received = receive_fd(ours.as_fd());
+    if received.is_err() {
+        // It may hang (the read timed out): its stderr and exit status come only once it ends.
+        let _ = child.kill();
+    }
     let mut stderr = String::new();
     if let Some(mut pipe) = child.stderr.take() {
         let _ = pipe.read_to_string(&mut stderr);
@@ -173,19 +182,43 @@ mod tests {
         assert_eq!(eof.kind(), io::ErrorKind::UnexpectedEof);
     }
 
-    #[test]
-    fn a_helper_that_fails_is_reported_with_what_it_said() {
-        // `sh` stands in for a sniffer whose load fails: it prints and exits 1.
-        let script = std::env::temp_dir().join(format!("tm-helper-{}.sh", std::process::id()));
-        std::fs::write(&script, "#!/bin/sh\necho 'no BTF here' >&2\nexit 1\n").expect("write");
+    /// A shell script standing in for the sniffer run as the helper.
+    fn fake_helper(name: &str, body: &str) -> std::path::PathBuf {
+        let script =
+            std::env::temp_dir().join(format!("tm-helper-{name}-{}.sh", std::process::id()));
+        std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).expect("write");
         let mut permissions = std::fs::metadata(&script).expect("meta").permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
         std::fs::set_permissions(&script, permissions).expect("chmod");
+        script
+    }
+
+    #[test]
+    fn a_helper_that_fails_is_reported_with_what_it_said() {
+        let script = fake_helper("fails", "echo 'no BTF here' >&2\nexit 1");
         let err = load_in_helper(&script).expect_err("the helper fails");
         let _ = std::fs::remove_file(&script);
         let text = err.to_string();
         assert!(
             text.contains("no BTF here") && text.contains("exit status: 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_helper_that_hangs_is_killed_at_the_timeout() {
+        let script = fake_helper("hangs", "echo 'loading' >&2\nexec sleep 600");
+        let started = std::time::Instant::now();
+        let err = load_within(&script, Duration::from_millis(300)).expect_err("no program");
+        let _ = std::fs::remove_file(&script);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("loading") && text.contains("signal: 9"),
             "{text}"
         );
     }
