@@ -80,74 +80,76 @@ pub fn serve() -> Result<(), ScanError> {
         .map_err(|e| helper_error(format!("cannot send the program back: {e}")))
 }
 
-/// Sends `fd` with one byte of data over the Unix socket `socket`.
-pub fn send_fd(socket: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Calls `use_message` with a `msghdr` for one byte of data and up to `control_len` bytes
+/// of control data, both in buffers that live through the call.
+fn with_message<T>(control_len: usize, use_message: impl FnOnce(&mut libc::msghdr) -> T) -> T {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: byte.len(),
     };
     let mut control: Control = [0; 4];
-    // SAFETY: msghdr is plain data; the pointers set below outlive the sendmsg call, and
-    // CMSG_FIRSTHDR is non-null because the control buffer holds CMSG_SPACE(sizeof(int)).
-    unsafe {
-        let mut message: libc::msghdr = zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
-        let header = libc::CMSG_FIRSTHDR(&message);
-        if header.is_null() {
-            return Err(io::Error::other("no room for the control message"));
+    // SAFETY: msghdr is plain data, for which all zeroes is a valid (empty) value.
+    let mut message: libc::msghdr = unsafe { zeroed() };
+    message.msg_iov = &mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = control_len.min(size_of::<Control>());
+    use_message(&mut message)
+}
+
+/// Sends `fd` with one byte of data over the Unix socket `socket`.
+pub fn send_fd(socket: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: CMSG_SPACE is arithmetic.
+    let space = unsafe { libc::CMSG_SPACE(size_of::<RawFd>() as u32) } as usize;
+    with_message(space, |message| {
+        // SAFETY: the message's buffers live through this closure; CMSG_FIRSTHDR is checked
+        // for null, and the control buffer holds CMSG_SPACE(sizeof(int)) bytes for it.
+        unsafe {
+            let header = libc::CMSG_FIRSTHDR(message);
+            if header.is_null() {
+                return Err(io::Error::other("no room for the control message"));
+            }
+            (*header).cmsg_level = libc::SOL_SOCKET;
+            (*header).cmsg_type = libc::SCM_RIGHTS;
+            (*header).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd.as_raw_fd());
+            if libc::sendmsg(socket.as_raw_fd(), message, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
-        (*header).cmsg_level = libc::SOL_SOCKET;
-        (*header).cmsg_type = libc::SCM_RIGHTS;
-        (*header).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd.as_raw_fd());
-        if libc::sendmsg(socket.as_raw_fd(), &message, 0) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Receives one fd sent by [`send_fd`] on `socket` (close-on-exec).
 pub fn receive_fd(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: byte.len(),
-    };
-    let mut control: Control = [0; 4];
-    // SAFETY: as in send_fd; the kernel writes at most msg_controllen bytes of control data,
-    // and an fd it passed is read only from a header it filled in for SCM_RIGHTS.
-    unsafe {
-        let mut message: libc::msghdr = zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = size_of::<Control>();
-        let read = libc::recvmsg(socket.as_raw_fd(), &mut message, libc::MSG_CMSG_CLOEXEC);
-        if read < 0 {
-            return Err(io::Error::last_os_error());
+    with_message(size_of::<Control>(), |message| {
+        // SAFETY: the kernel writes at most msg_controllen bytes into the message's control
+        // buffer, and an fd is read only from a header it filled in for SCM_RIGHTS.
+        unsafe {
+            let read = libc::recvmsg(socket.as_raw_fd(), message, libc::MSG_CMSG_CLOEXEC);
+            if read < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if read == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the helper closed the socket",
+                ));
+            }
+            let header = libc::CMSG_FIRSTHDR(message);
+            if header.is_null()
+                || (*header).cmsg_level != libc::SOL_SOCKET
+                || (*header).cmsg_type != libc::SCM_RIGHTS
+                || (*header).cmsg_len < libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize
+            {
+                return Err(io::Error::other("the helper's message carries no fd"));
+            }
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<RawFd>());
+            Ok(OwnedFd::from_raw_fd(fd))
         }
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the helper closed the socket",
-            ));
-        }
-        let header = libc::CMSG_FIRSTHDR(&message);
-        if header.is_null()
-            || (*header).cmsg_level != libc::SOL_SOCKET
-            || (*header).cmsg_type != libc::SCM_RIGHTS
-            || (*header).cmsg_len < libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize
-        {
-            return Err(io::Error::other("the helper's message carries no fd"));
-        }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<RawFd>());
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
+    })
 }
 
 #[cfg(test)]
