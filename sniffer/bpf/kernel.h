@@ -1,8 +1,9 @@
 /* The few kernel types and helpers sockets.bpf.c reads, declared by hand instead of a
  * generated vmlinux.h, so that the object builds the same on any machine. Every struct is
  * marked preserve_access_index: the loader moves each field access to the offset the running
- * kernel's BTF gives, so only the names here must match the kernel, not the layouts. The one
- * exception is the iterator's context, whose layout the verifier checks as declared. */
+ * kernel's BTF gives, so only the names here must match the kernel, not the layouts (the
+ * verifier then checks each access against the kernel's own types, the iterator's context
+ * included). */
 #ifndef TRAFFICMAP_KERNEL_H
 #define TRAFFICMAP_KERNEL_H
 

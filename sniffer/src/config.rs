@@ -44,8 +44,8 @@ pub struct Args {
     pub no_scan: bool,
 
     /// Where socket scans read sockets: `bpf` (one pass over every process's open files, for
-    /// all namespaces; needs BTF and CAP_BPF), `sock-diag` (one netlink dump per namespace), or
-    /// `auto` (bpf when it loads).
+    /// all namespaces; needs the kernel's BTF and CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON),
+    /// `sock-diag` (one netlink dump per namespace), or `auto` (bpf when it loads).
     #[arg(long, env = "TRAFFICMAP_SOCKET_SOURCE", value_enum, default_value_t = SocketSource::Auto)]
     pub socket_source: SocketSource,
 
