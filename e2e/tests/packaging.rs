@@ -42,6 +42,7 @@ const NON_DEFAULT: &[&str] = &[
     "operator.logFormat=text",
     "operator.image.tag=v9",
     "sniffer.scanInterval=2s",
+    "sniffer.socketSource=sock-diag",
     "sniffer.reportInterval=3s",
     "sniffer.refreshInterval=2m",
     "sniffer.bufferBytes=32Mi",
@@ -261,6 +262,7 @@ fn non_default_values_become_flags_and_objects() {
     let args = container_args(sniffer);
     for flag in [
         "--scan-interval=2s",
+        "--socket-source=sock-diag",
         "--report-interval=3s",
         "--refresh-interval=2m",
         "--buffer-bytes=32Mi",
@@ -323,6 +325,7 @@ fn values_outside_the_schema_are_refused() {
         ("operator.replicas=0", "/operator/replicas"),
         ("operator.replicas=2", "operator.leaderElection"),
         ("sniffer.scanInterval=soon", "/sniffer/scanInterval"),
+        ("sniffer.socketSource=proc", "/sniffer/socketSource"),
         ("operator.logFormat=xml", "/operator/logFormat"),
         (
             "excludedNamespaces={Not_A_Namespace}",
