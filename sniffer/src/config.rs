@@ -152,8 +152,9 @@ impl Args {
             interval: self.scan_interval,
             proc_root: self.proc_root.clone(),
             socket_source: self.socket_source,
-            // The sniffer loads its BPF iterator in a helper run of itself.
-            bpf_helper: std::env::current_exe().ok(),
+            // The sniffer loads its BPF iterator in a helper run of itself: /proc/self/exe
+            // still runs when the binary was replaced or deleted since it started.
+            bpf_helper: Some(PathBuf::from("/proc/self/exe")),
             ..ScanConfig::default()
         }
     }

@@ -187,6 +187,9 @@ impl NamespaceSockets {
 pub struct Scanner {
     config: ScanConfig,
     iterator: Option<bpf::SocketIterator>,
+    /// Whether the latest BPF pass failed (its failures are logged when they start and end,
+    /// not on every scan).
+    bpf_failing: bool,
     switcher: NetnsSwitcher,
     pods: HashMap<NetnsId, PodOfNamespace>,
     host_socket_pods: HashMap<u32, Option<String>>,
@@ -220,6 +223,7 @@ impl Scanner {
         Ok(Scanner {
             config,
             iterator,
+            bpf_failing: false,
             switcher: NetnsSwitcher::new()?,
             pods: HashMap::new(),
             host_socket_pods: HashMap::new(),
@@ -329,11 +333,22 @@ impl Scanner {
         match iterator.dump(|netns, record| found.entry(netns).or_default().add(&record)) {
             Ok(_) => {
                 Counters::inc(&counters.bpf_scans);
+                if std::mem::replace(&mut self.bpf_failing, false) {
+                    tracing::info!("BPF socket passes work again");
+                }
                 Some(found)
             }
             Err(err) => {
                 Counters::inc(&counters.scan_errors);
-                tracing::warn!(%err, "BPF socket pass failed: this scan uses sock_diag");
+                if std::mem::replace(&mut self.bpf_failing, true) {
+                    tracing::debug!(%err, "BPF socket pass failed again: this scan uses sock_diag");
+                } else {
+                    tracing::warn!(
+                        %err,
+                        "BPF socket pass failed: scans use sock_diag until a pass works \
+                         (scan_errors counts each failure)"
+                    );
+                }
                 None
             }
         }
