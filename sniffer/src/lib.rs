@@ -20,6 +20,8 @@ pub mod output;
 pub mod report;
 pub mod runtime;
 pub mod scan;
+#[cfg(test)]
+mod test_support;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

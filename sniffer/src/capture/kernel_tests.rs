@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::dns::fixtures::{UDP4_A_SVC, UDP4_CNAME_CHAIN, UDP6_AAAA_SVC, hex};
 use crate::dns::{Transport, dns_segment};
+use crate::test_support::private_netns_with_loopback;
 
 /// The DNS message inside a fixture frame (Ethernet + IPv4/IPv6 + UDP headers skipped).
 fn dns_message(fixture: &str, headers: usize) -> Vec<u8> {
@@ -20,29 +21,6 @@ fn require_root() {
         euid, 0,
         "this test needs root (AF_PACKET, unshare(CLONE_NEWNET)); run cargo test as root"
     );
-}
-
-/// Moves the calling thread into a new network namespace with `lo` up.
-fn private_netns_with_loopback() {
-    // SAFETY: unshare only affects the calling thread's network namespace.
-    assert_eq!(
-        unsafe { libc::unshare(libc::CLONE_NEWNET) },
-        0,
-        "unshare: {}",
-        io::Error::last_os_error()
-    );
-    let socket = UdpSocket::bind("0.0.0.0:0").expect("socket for ioctl");
-    // SAFETY: zeroed ifreq is valid; ioctls read the name and write/read the flags.
-    unsafe {
-        let mut request: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request), 0);
-        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &request), 0);
-    }
 }
 
 #[test]

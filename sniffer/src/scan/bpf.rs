@@ -130,8 +130,8 @@ impl SocketIterator {
     }
 
     /// Runs the iterator once and hands each socket, with the inode of its network namespace,
-    /// to `sink`. Returns how many sockets it saw.
-    pub fn dump(&mut self, mut sink: impl FnMut(u32, SocketRecord)) -> Result<u64, ScanError> {
+    /// to `sink`.
+    pub fn dump(&mut self, mut sink: impl FnMut(u32, SocketRecord)) -> Result<(), ScanError> {
         let link = bpf_new_fd(
             BPF_LINK_CREATE,
             &LinkCreateAttr {
@@ -157,7 +157,7 @@ impl SocketIterator {
         drop(link);
         let mut file = File::from(iterator);
         let buffer = &mut self.buffer;
-        let (mut filled, mut retries, mut seen) = (0, 0, 0);
+        let (mut filled, mut retries) = (0, 0);
         loop {
             let read = match file.read(&mut buffer[filled..]) {
                 Ok(0) => break,
@@ -175,7 +175,6 @@ impl SocketIterator {
             filled += read;
             let whole = filled - filled % RECORD_LEN;
             for chunk in buffer[..whole].chunks_exact(RECORD_LEN) {
-                seen += 1;
                 if let Some((netns, record)) = parse_record(chunk) {
                     sink(netns, record);
                 }
@@ -188,7 +187,7 @@ impl SocketIterator {
                 "{filled} bytes left over, not a whole record"
             )));
         }
-        Ok(seen)
+        Ok(())
     }
 }
 
@@ -245,6 +244,7 @@ mod tests {
     use super::super::classify::tcp_state;
     use super::super::sockdiag;
     use super::*;
+    use crate::test_support::private_netns_with_loopback;
 
     /// A record as sockets.bpf.c lays it out.
     fn raw(
@@ -358,17 +358,11 @@ mod tests {
         let (sender, receiver) = std::sync::mpsc::channel();
         let (done_sender, done) = std::sync::mpsc::channel::<()>();
         let holder = std::thread::spawn(move || {
-            // SAFETY: unshare(2) with CLONE_NEWNET moves only this thread to a new namespace.
-            assert_eq!(
-                unsafe { libc::unshare(libc::CLONE_NEWNET) },
-                0,
-                "unshare (root?)"
-            );
+            private_netns_with_loopback();
             let netns = std::fs::metadata("/proc/thread-self/ns/net").map(|m| {
                 use std::os::unix::fs::MetadataExt;
                 m.ino()
             });
-            assert!(loopback_up(), "cannot bring lo up in the new namespace");
             let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
             let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
             let (accepted, _) = listener.accept().expect("accept");
@@ -413,27 +407,5 @@ mod tests {
         assert!(expected.len() >= 5, "{expected:?}");
         assert_eq!(ours(&found, &ports), expected);
         assert!(pids.iter().all(|pid| *pid == Some(std::process::id())));
-    }
-
-    /// `ip link set lo up` in the calling thread's namespace (a child process would not be in
-    /// it: only this thread moved).
-    fn loopback_up() -> bool {
-        // SAFETY: a plain ioctl on a socket we own, with a zeroed ifreq naming "lo".
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-            if fd < 0 {
-                return false;
-            }
-            let mut request: libc::ifreq = std::mem::zeroed();
-            for (to, from) in request.ifr_name.iter_mut().zip(b"lo\0") {
-                *to = *from as libc::c_char;
-            }
-            let ok = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) == 0 && {
-                request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-                libc::ioctl(fd, libc::SIOCSIFFLAGS, &request) == 0
-            };
-            libc::close(fd);
-            ok
-        }
     }
 }

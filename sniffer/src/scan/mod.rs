@@ -331,7 +331,7 @@ impl Scanner {
         let iterator = self.iterator.as_mut()?;
         let mut found: HashMap<u32, NamespaceSockets> = HashMap::new();
         match iterator.dump(|netns, record| found.entry(netns).or_default().add(&record)) {
-            Ok(_) => {
+            Ok(()) => {
                 Counters::inc(&counters.bpf_scans);
                 if std::mem::replace(&mut self.bpf_failing, false) {
                     tracing::info!("BPF socket passes work again");
