@@ -18,8 +18,9 @@ BPF_CLANG ?= clang-14
 BPF_STRIP ?= llvm-strip-14
 BPF_SOURCE := sniffer/bpf/sockets.bpf.c
 BPF_OBJECT := sniffer/bpf/sockets.bpf.o
-# $(call bpf_build,OUT): compile BPF_SOURCE with BTF, then drop DWARF (BTF stays).
-bpf_build = $(BPF_CLANG) -O2 -g -Wall -Werror -target bpf -c $(BPF_SOURCE) -o $(1) && $(BPF_STRIP) -g $(1)
+# $(call bpf_build,OUT): compile BPF_SOURCE with BTF, then drop DWARF (BTF stays). The prefix map
+# keeps the checkout's path out of BTF's line info, so every clone builds the same bytes.
+bpf_build = $(BPF_CLANG) -O2 -g -Wall -Werror -target bpf -fdebug-prefix-map=$(CURDIR)=. -c $(BPF_SOURCE) -o $(1) && $(BPF_STRIP) -g $(1)
 # <crate dir>/fuzz:<target>:<max input bytes>; set it to run a subset
 FUZZ_TARGETS ?= sniffer/fuzz:packet_to_observations:9000 \
 	operator/fuzz:report_ingest:65536 \
