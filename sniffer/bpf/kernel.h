@@ -58,16 +58,35 @@ struct socket {
 	struct sock *sk;
 } CORE;
 
+struct super_block {
+	unsigned long s_magic;
+} CORE;
+
 struct inode {
+	unsigned short i_mode;
+	struct super_block *i_sb;
 	unsigned long i_ino;
 } CORE;
 
 struct file {
 	struct inode *f_inode;
+	void *private_data;
+} CORE;
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} CORE;
+
+struct files_struct {
+	struct fdtable *fdt;
 } CORE;
 
 struct task_struct {
+	int pid;
 	int tgid;
+	struct task_struct *group_leader;
+	struct files_struct *files;
 } CORE;
 
 struct bpf_iter_meta {
@@ -76,16 +95,39 @@ struct bpf_iter_meta {
 	__u64 seq_num;
 } CORE;
 
-struct bpf_iter__task_file {
+struct bpf_iter__task {
 	struct bpf_iter_meta *meta;
 	struct task_struct *task;
-	__u32 fd;
-	struct file *file;
 } CORE;
+
+/* BTF-defined maps, as libbpf's bpf_helpers.h spells them. */
+#define __uint(name, val) int(*name)[val]
+#define __type(name, val) typeof(val) *name
+#define BPF_MAP_TYPE_ARRAY 2
+
+/* CO-RE: the BTF id of a type in the running kernel. */
+#define kernel_type_id(type) __builtin_btf_type_id(*(type *)0, 1)
+
+/* The kfunc bpf_rdonly_cast(obj, btf_id) (Linux 6.2): `obj` as a read-only pointer to the
+ * kernel type `btf_id`, whose fields the program may then load directly. The loader we use
+ * (aya) does not resolve kfuncs, so the call is written as a raw instruction (a kfunc call,
+ * src_reg 2) with the placeholder id 0x7ffffff0, which the sniffer replaces with the running
+ * kernel's BTF id of the kfunc before loading (sniffer/src/scan/bpf.rs: KFUNC_CALL; keep the
+ * two in step). */
+#define RDONLY_CAST_CALL ".8byte 0x7ffffff000002085"
+static inline __attribute__((always_inline)) void *rdonly_cast(const void *obj, __u32 btf_id)
+{
+	void *result;
+	asm volatile("r1 = %[obj]\n\tr2 = %[id]\n\t" RDONLY_CAST_CALL "\n\t%[result] = r0"
+		     : [result] "=r"(result)
+		     : [obj] "r"(obj), [id] "r"(btf_id)
+		     : "r0", "r1", "r2", "r3", "r4", "r5");
+	return result;
+}
 
 /* Helpers, by their numbers in include/uapi/linux/bpf.h. */
 static long (*const bpf_probe_read_kernel)(void *dst, __u32 size, const void *src) = (void *)113;
-static long (*const bpf_seq_write)(struct seq_file *m, const void *data, __u32 len) = (void *)127;
-static struct socket *(*const bpf_sock_from_file)(struct file *file) = (void *)162;
+static void *(*const bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*const bpf_loop)(__u32 nr_loops, void *callback, void *ctx, __u64 flags) = (void *)181;
 
 #endif

@@ -1,199 +1,302 @@
-//! Every namespace's sockets in one pass, from a BPF `task_file` iterator
+//! Every namespace's sockets in one pass, from a BPF task iterator
 //! (`sniffer/bpf/sockets.bpf.c`).
 //!
 //! sock_diag answers for the namespace of the socket that asks, and with the kernel's defaults
 //! every namespace shares one TCP hash table, so each namespace's dump walks every TCP socket
-//! of the node: a scan costs namespaces x sockets. The iterator instead visits each open file
-//! of each process once and writes a record for each TCP or UDP socket, with the inode of the
-//! socket's namespace. Sockets that no process holds (a listener's queue of connections not
-//! yet accepted, TIME_WAIT) are not seen; none of them is the client side of an open call.
+//! of the node: a scan costs namespaces x sockets. The iterator instead walks each process's
+//! table of open files once and writes a record for each TCP or UDP socket, with the inode of
+//! the socket's namespace. Sockets that no process holds (a listener's queue of connections
+//! not yet accepted, TIME_WAIT) are not seen; none of them is the client side of an open call.
 //! Nor are those held only by processes outside the sniffer's PID namespace: it runs with
 //! hostPID.
 //!
-//! Loading needs the kernel's BTF (`/sys/kernel/btf/vmlinux`), `bpf_sock_from_file` (Linux
-//! 5.11) and CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN). The loader parses the whole kernel
-//! BTF (~40 MiB at its peak), so the sniffer does it in a helper process ([`super::loader`])
-//! and keeps only the loaded program's fd; each scan then creates an iterator from it with two
-//! `bpf(2)` calls.
+//! The program writes records into a map (16,384 of them); when that fills, it notes where it
+//! stopped and [`SocketIterator::dump`] runs it again from there.
+//!
+//! Loading needs the kernel's BTF (`/sys/kernel/btf/vmlinux`), the kfunc `bpf_rdonly_cast`
+//! (Linux 6.2) and CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN). The loader parses the whole
+//! kernel BTF (~40 MiB at its peak), so the sniffer does it in a helper process
+//! ([`super::loader`]) and keeps only the fds of the program and its two maps.
 
 use std::fs::File;
-use std::io::{self, ErrorKind, Read};
+use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
+use aya::maps::Map;
 use aya::programs::Iter;
 use aya::{Btf, Ebpf, EbpfLoader};
+use aya_obj::btf::BtfKind;
 use trafficmap_api::observed::Protocol;
 
 use super::ScanError;
+use super::bpf_syscalls as sys;
 use super::classify::{SocketRecord, unmap};
 
 /// The compiled iterator (`make bpf` rebuilds it; `make lint` checks it is current).
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/sockets.bpf.o");
 /// The program's name in the object.
 const PROGRAM: &str = "dump_sockets";
+/// The maps' names in the object: the pass's control block and its records.
+const CONTROL_MAP: &str = "pass_control";
+const RECORDS_MAP: &str = "pass_records";
+/// The kfunc the program calls, and the instruction that stands for the call in the object:
+/// `call` with src_reg 2 (a kfunc, BPF_PSEUDO_KFUNC_CALL) and the placeholder id 0x7ffffff0
+/// (kernel.h: RDONLY_CAST_CALL).
+const KFUNC: &str = "bpf_rdonly_cast";
+const KFUNC_CALL: [u8; 8] = [0x85, 0x20, 0x00, 0x00, 0xf0, 0xff, 0xff, 0x7f];
 /// `struct record` in sockets.bpf.c.
 pub const RECORD_LEN: usize = 52;
-/// Bytes asked of the kernel per read; it hands out at most its 32 KiB buffer at a time.
-const READ_BYTES: usize = 64 * 1024;
+/// `struct control` in sockets.bpf.c: four u32s.
+const CONTROL_LEN: usize = 16;
+/// Passes one scan may take before it gives up: far more sockets than a node can hold.
+const MAX_PASSES: usize = 4096;
 /// Reads the kernel may refuse with EAGAIN in a row (it does so after visiting a million
-/// files without writing anything) before the scan gives up.
+/// tasks without writing anything) before the scan gives up.
 const MAX_RETRIES: usize = 64;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const PROTOCOL_TCP: u8 = 6;
 const PROTOCOL_UDP: u8 = 17;
-/// `enum bpf_cmd` and `enum bpf_attach_type` (include/uapi/linux/bpf.h).
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_ITER_CREATE: libc::c_long = 33;
-const BPF_TRACE_ITER: u32 = 28;
-
-/// `union bpf_attr` for `BPF_LINK_CREATE` of an iterator without parameters.
-#[repr(C)]
-struct LinkCreateAttr {
-    prog_fd: u32,
-    target_fd: u32,
-    attach_type: u32,
-    flags: u32,
-    iter_info: u64,
-    iter_info_len: u32,
-    reserved: u32,
-}
-
-/// `union bpf_attr` for `BPF_ITER_CREATE`.
-#[repr(C)]
-struct IterCreateAttr {
-    link_fd: u32,
-    flags: u32,
-}
-
-/// `bpf(command, attr)`, for the two commands that return a new fd.
-fn bpf_new_fd<T>(command: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
-    let size = std::mem::size_of::<T>() as libc::c_long;
-    // SAFETY: `attr` is a live, fully initialised `union bpf_attr` prefix of `size` bytes for
-    // `command`; the kernel reads it and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, command, attr as *const T, size) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(|_| io::Error::other("bpf(2) returned no fd"))?;
-    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
 
 fn bpf_error(what: &'static str) -> impl FnOnce(String) -> ScanError {
     move |detail| ScanError::Bpf { what, detail }
 }
 
+/// The loaded program and its maps, as fds that can cross to another process.
+#[derive(Debug)]
+pub struct LoadedProgram {
+    /// The iterator program.
+    pub program: OwnedFd,
+    /// Its control block (`struct control`).
+    pub control: OwnedFd,
+    /// Its records (`struct batch`).
+    pub records: OwnedFd,
+}
+
+/// The object with each kfunc call's placeholder replaced by `kfunc_id`, in u64s so that it
+/// keeps the alignment the ELF parser wants. Fails when the object has no such call (it is
+/// not the object this code was written for).
+fn object_calling(kfunc_id: u32) -> Result<Vec<u64>, ScanError> {
+    let mut words = vec![0u64; OBJECT.len().div_ceil(8)];
+    let bytes: &mut [u8] = bytemuck_bytes(&mut words);
+    bytes[..OBJECT.len()].copy_from_slice(OBJECT);
+    let mut calls = 0;
+    for instruction in bytes.chunks_exact_mut(8) {
+        if instruction == KFUNC_CALL {
+            instruction[4..].copy_from_slice(&kfunc_id.to_le_bytes());
+            calls += 1;
+        }
+    }
+    if calls == 0 {
+        return Err(bpf_error("prepare the socket iterator")(format!(
+            "the object calls no {KFUNC}"
+        )));
+    }
+    Ok(words)
+}
+
+/// The bytes of `words`.
+fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {
+    let len = std::mem::size_of_val(words);
+    // SAFETY: u64 has no padding and every byte pattern is a valid u8; the slice covers
+    // exactly the words' memory and borrows them mutably for its lifetime.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
+}
+
 /// Loads the program into the kernel from this process (it is verified here, once) and
-/// returns its fd.
-pub fn load_program() -> Result<OwnedFd, ScanError> {
+/// returns its fd and its maps'.
+pub fn load_program() -> Result<LoadedProgram, ScanError> {
     let btf = Btf::from_sys_fs()
         .map_err(|e| bpf_error("read the kernel's BTF (/sys/kernel/btf/vmlinux)")(e.to_string()))?;
+    let kfunc = btf
+        .id_by_type_name_kind(KFUNC, BtfKind::Func)
+        .map_err(|e| bpf_error("find the kfunc bpf_rdonly_cast (Linux 6.2)")(e.to_string()))?;
+    let mut words = object_calling(kfunc)?;
+    let object = &bytemuck_bytes(&mut words)[..OBJECT.len()];
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
-        .load(OBJECT)
+        .load(object)
         .map_err(|e| bpf_error("load the socket iterator object")(e.to_string()))?;
     let program = program(&mut ebpf)?;
     program
-        .load("task_file", &btf)
+        .load("task", &btf)
         .map_err(|e| bpf_error("load the socket iterator into the kernel")(e.to_string()))?;
-    // aya closes its own fd when `ebpf` drops; the kernel keeps the program for this copy.
-    program
+    // aya closes its own fds when `ebpf` drops; the kernel keeps the program and its maps for
+    // these copies.
+    let program = program
         .fd()
         .map_err(|e| bpf_error("find the loaded socket iterator")(e.to_string()))?
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| bpf_error("keep the loaded socket iterator")(e.to_string()))
+        .map_err(|e| bpf_error("keep the loaded socket iterator")(e.to_string()))?;
+    Ok(LoadedProgram {
+        program,
+        control: map_fd(&ebpf, CONTROL_MAP)?,
+        records: map_fd(&ebpf, RECORDS_MAP)?,
+    })
 }
 
-/// A loaded iterator program, run once per scan.
+fn map_fd(ebpf: &Ebpf, name: &str) -> Result<OwnedFd, ScanError> {
+    match ebpf.map(name) {
+        Some(Map::Array(data)) => data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| bpf_error("keep the socket iterator's maps")(e.to_string())),
+        _ => Err(bpf_error("find the socket iterator's maps")(format!(
+            "no array {name}"
+        ))),
+    }
+}
+
+/// Whether this process is in the host's PID namespace: its `NSpid` line (/proc/self/status)
+/// holds one id. The iterator visits only the tasks of the namespace it is opened in.
+fn in_host_pid_namespace() -> Result<bool, ScanError> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| bpf_error("read /proc/self/status")(e.to_string()))?;
+    Ok(status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))
+        .is_none_or(|ids| ids.split_whitespace().count() == 1))
+}
+
+/// `struct control` in sockets.bpf.c.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Control {
+    resume_tid: u32,
+    resume_fd: u32,
+    count: u32,
+    full: u32,
+}
+
+impl Control {
+    fn to_bytes(self) -> [u8; CONTROL_LEN] {
+        let mut bytes = [0u8; CONTROL_LEN];
+        let fields = [self.resume_tid, self.resume_fd, self.count, self.full];
+        for (chunk, field) in bytes.chunks_exact_mut(4).zip(fields) {
+            chunk.copy_from_slice(&field.to_ne_bytes());
+        }
+        bytes
+    }
+
+    fn from_bytes(bytes: &[u8; CONTROL_LEN]) -> Self {
+        let at = |i: usize| {
+            u32::from_ne_bytes([
+                bytes[i * 4],
+                bytes[i * 4 + 1],
+                bytes[i * 4 + 2],
+                bytes[i * 4 + 3],
+            ])
+        };
+        Control {
+            resume_tid: at(0),
+            resume_fd: at(1),
+            count: at(2),
+            full: at(3),
+        }
+    }
+}
+
+/// A loaded iterator, run once per scan in as many passes as its records map needs.
 #[derive(Debug)]
 pub struct SocketIterator {
-    program: OwnedFd,
+    link: OwnedFd,
+    control: OwnedFd,
+    records: OwnedFd,
+    /// The records map's value: the records of one pass.
     buffer: Vec<u8>,
 }
 
 impl SocketIterator {
     /// Loads the program from this process ([`load_program`]).
     pub fn load() -> Result<Self, ScanError> {
-        Ok(Self::from_program(load_program()?))
+        Self::from_program(load_program()?)
     }
 
-    /// Runs the program behind `program`, an fd [`load_program`] returned (here or in a
-    /// helper process).
-    pub fn from_program(program: OwnedFd) -> Self {
-        SocketIterator {
-            program,
-            buffer: vec![0; READ_BYTES],
+    /// Attaches the program [`load_program`] returned (here or in a helper process) and checks
+    /// that its maps are the sizes this code reads. Refused outside the host's PID namespace,
+    /// where the iterator would see only the sniffer's own processes (the chart sets hostPID).
+    pub fn from_program(loaded: LoadedProgram) -> Result<Self, ScanError> {
+        if !in_host_pid_namespace()? {
+            return Err(bpf_error("scan the node's processes")(
+                "the sniffer is not in the host's PID namespace (hostPID): the iterator would \
+                 see only its own processes"
+                    .to_string(),
+            ));
         }
+        let link = sys::attach_iterator(loaded.program.as_fd())
+            .map_err(|e| bpf_error("attach the socket iterator")(e.to_string()))?;
+        let sizes = |map: &OwnedFd| {
+            sys::map_sizes(map.as_fd())
+                .map_err(|e| bpf_error("read the socket iterator's maps")(e.to_string()))
+        };
+        let (control_len, _) = sizes(&loaded.control)?;
+        let (records_len, _) = sizes(&loaded.records)?;
+        if control_len != CONTROL_LEN || records_len == 0 || records_len % RECORD_LEN != 0 {
+            return Err(bpf_error("read the socket iterator's maps")(format!(
+                "control of {control_len} bytes and records of {records_len}: not this sniffer's"
+            )));
+        }
+        Ok(SocketIterator {
+            link,
+            control: loaded.control,
+            records: loaded.records,
+            buffer: vec![0; records_len],
+        })
     }
 
-    /// Runs the iterator once and hands each socket, with the inode of its network namespace,
-    /// to `sink`.
+    /// Runs the iterator over every process and hands each socket, with the inode of its
+    /// network namespace, to `sink`.
     pub fn dump(&mut self, mut sink: impl FnMut(u32, SocketRecord)) -> Result<(), ScanError> {
-        let link = bpf_new_fd(
-            BPF_LINK_CREATE,
-            &LinkCreateAttr {
-                prog_fd: fd_number(self.program.as_fd()),
-                target_fd: 0,
-                attach_type: BPF_TRACE_ITER,
-                flags: 0,
-                iter_info: 0,
-                iter_info_len: 0,
-                reserved: 0,
-            },
-        )
-        .map_err(|e| bpf_error("attach the socket iterator")(e.to_string()))?;
-        let iterator = bpf_new_fd(
-            BPF_ITER_CREATE,
-            &IterCreateAttr {
-                link_fd: fd_number(link.as_fd()),
-                flags: 0,
-            },
-        )
-        .map_err(|e| bpf_error("open the socket iterator")(e.to_string()))?;
-        // The iterator holds the link; this fd is not needed any more.
-        drop(link);
-        let mut file = File::from(iterator);
-        let buffer = &mut self.buffer;
-        let (mut filled, mut retries) = (0, 0);
+        let mut control = Control::default();
+        for _ in 0..MAX_PASSES {
+            control = self.pass(control)?;
+            let count = (control.count as usize).min(self.buffer.len() / RECORD_LEN);
+            for chunk in self.buffer[..count * RECORD_LEN].chunks_exact(RECORD_LEN) {
+                if let Some((netns, record)) = parse_record(chunk) {
+                    sink(netns, record);
+                }
+            }
+            if control.full == 0 {
+                return Ok(());
+            }
+            control.count = 0;
+            control.full = 0;
+        }
+        Err(bpf_error("read the socket iterator")(format!(
+            "still more sockets after {MAX_PASSES} passes"
+        )))
+    }
+
+    /// One run of the iterator from `control`'s resume point: the control block it leaves,
+    /// with its records in the buffer.
+    fn pass(&mut self, control: Control) -> Result<Control, ScanError> {
+        let failed = |e: std::io::Error| bpf_error("run the socket iterator")(e.to_string());
+        sys::update(self.control.as_fd(), 0, &control.to_bytes(), CONTROL_LEN).map_err(failed)?;
+        let mut file = File::from(sys::open_iterator(self.link.as_fd()).map_err(failed)?);
+        // The program writes into the maps, not to the file: reading runs it to the end.
+        let mut scratch = [0u8; 64];
+        let mut retries = 0;
         loop {
-            let read = match file.read(&mut buffer[filled..]) {
+            match file.read(&mut scratch) {
                 Ok(0) => break,
-                Ok(read) => read,
+                Ok(_) => retries = 0,
                 Err(e)
                     if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock)
                         && retries < MAX_RETRIES =>
                 {
                     retries += 1;
-                    continue;
                 }
-                Err(e) => return Err(bpf_error("read the socket iterator")(e.to_string())),
-            };
-            retries = 0;
-            filled += read;
-            let whole = filled - filled % RECORD_LEN;
-            for chunk in buffer[..whole].chunks_exact(RECORD_LEN) {
-                if let Some((netns, record)) = parse_record(chunk) {
-                    sink(netns, record);
-                }
+                Err(e) => return Err(failed(e)),
             }
-            buffer.copy_within(whole..filled, 0);
-            filled -= whole;
         }
-        if filled != 0 {
-            return Err(bpf_error("read the socket iterator")(format!(
-                "{filled} bytes left over, not a whole record"
-            )));
-        }
-        Ok(())
+        let mut bytes = [0u8; CONTROL_LEN];
+        sys::lookup(self.control.as_fd(), 0, &mut bytes, CONTROL_LEN).map_err(failed)?;
+        let len = self.buffer.len();
+        sys::lookup(self.records.as_fd(), 0, &mut self.buffer, len).map_err(failed)?;
+        Ok(Control::from_bytes(&bytes))
     }
-}
-
-fn fd_number(fd: BorrowedFd<'_>) -> u32 {
-    // A valid fd is never negative.
-    fd.as_raw_fd().unsigned_abs()
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Iter, ScanError> {
@@ -239,7 +342,10 @@ pub fn parse_record(bytes: &[u8]) -> Option<(u32, SocketRecord)> {
 
 #[cfg(test)]
 mod tests {
+    use std::mem::size_of;
     use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::MetadataExt;
 
     use super::super::classify::tcp_state;
     use super::super::sockdiag;
@@ -267,6 +373,26 @@ mod tests {
         bytes[20..20 + local.0.len()].copy_from_slice(local.0);
         bytes[36..36 + remote.0.len()].copy_from_slice(remote.0);
         bytes
+    }
+
+    #[test]
+    fn every_kfunc_placeholder_in_the_object_gets_the_kernels_id() {
+        let calls = |bytes: &[u8], call: &[u8]| {
+            bytes
+                .chunks_exact(8)
+                .filter(|instruction| *instruction == call)
+                .count()
+        };
+        let placeholders = calls(OBJECT, &KFUNC_CALL);
+        assert!(placeholders >= 2, "the file and the socket casts");
+        let mut words = object_calling(0x1234).expect("patched");
+        let patched = &bytemuck_bytes(&mut words)[..OBJECT.len()];
+        let mut call = KFUNC_CALL;
+        call[4..].copy_from_slice(&0x1234u32.to_le_bytes());
+        assert_eq!(calls(patched, &KFUNC_CALL), 0);
+        assert_eq!(calls(patched, &call), placeholders);
+        let changed = OBJECT.iter().zip(patched).filter(|(a, b)| a != b).count();
+        assert!(changed <= placeholders * 4, "only the immediates change");
     }
 
     #[test]
@@ -348,6 +474,135 @@ mod tests {
                 (protocol, r.state, r.local, r.remote, r.inode)
             })
             .collect()
+    }
+
+    /// A forked child holding `sockets` UDP sockets (bound to ports of 0.0.0.0) in a network
+    /// namespace of its own, until it is dropped. The child makes raw system calls only: it is
+    /// forked from a process with threads.
+    struct SocketHolder {
+        pid: libc::pid_t,
+        release: OwnedFd,
+    }
+
+    impl SocketHolder {
+        fn start(sockets: usize) -> Self {
+            let mut ready = [0; 2];
+            let mut release = [0; 2];
+            // SAFETY: pipe(2) into arrays of two ints.
+            unsafe {
+                assert_eq!(libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC), 0);
+                assert_eq!(libc::pipe2(release.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            }
+            let any = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: 0 },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: the child runs only async-signal-safe system calls on memory prepared
+            // before the fork, then _exit(2)s; the parent owns the pipe ends it keeps.
+            unsafe {
+                let pid = libc::fork();
+                assert!(pid >= 0, "fork");
+                if pid == 0 {
+                    let mut status = 1u8;
+                    if libc::unshare(libc::CLONE_NEWNET) == 0 {
+                        status = 0;
+                        for _ in 0..sockets {
+                            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                            let bound = fd >= 0
+                                && libc::bind(
+                                    fd,
+                                    (&any as *const libc::sockaddr_in).cast(),
+                                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                                ) == 0;
+                            if !bound {
+                                status = 2;
+                                break;
+                            }
+                        }
+                    }
+                    libc::write(ready[1], (&status as *const u8).cast(), 1);
+                    let mut byte = 0u8;
+                    libc::read(release[0], (&mut byte as *mut u8).cast(), 1);
+                    libc::_exit(0);
+                }
+                libc::close(ready[1]);
+                libc::close(release[0]);
+                let mut status = 9u8;
+                let read = libc::read(ready[0], (&mut status as *mut u8).cast(), 1);
+                libc::close(ready[0]);
+                let holder = SocketHolder {
+                    pid,
+                    release: OwnedFd::from_raw_fd(release[1]),
+                };
+                assert_eq!(
+                    (read, status),
+                    (1, 0),
+                    "the holder's sockets (1: unshare, 2: socket)"
+                );
+                holder
+            }
+        }
+
+        /// The inode of the holder's network namespace, and sock_diag's inodes of its sockets
+        /// (read from a thread that enters the namespace).
+        fn sock_diag_view(&self) -> (u64, Vec<u32>) {
+            let path = format!("/proc/{}/ns/net", self.pid);
+            let netns = std::fs::metadata(&path).expect("netns").ino();
+            let namespace = File::open(&path).expect("open the holder's netns");
+            let mut inodes = std::thread::spawn(move || {
+                // SAFETY: setns(2) on an open namespace fd, for this thread only.
+                let entered = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(entered, 0, "setns");
+                sockdiag::dump_sockets().expect("sock_diag in the holder's namespace")
+            })
+            .join()
+            .expect("sock_diag thread")
+            .iter()
+            .map(|record| record.inode)
+            .collect::<Vec<_>>();
+            inodes.sort_unstable();
+            (netns, inodes)
+        }
+    }
+
+    impl Drop for SocketHolder {
+        fn drop(&mut self) {
+            // SAFETY: write one byte to our pipe end, then reap our own child.
+            unsafe {
+                libc::write(self.release.as_raw_fd(), [0u8].as_ptr().cast(), 1);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
+    /// As root: more sockets than one pass holds (the records map has 16,384), all in one
+    /// process and one namespace. The scan must resume where each pass stopped: every socket
+    /// once, none missed, none repeated.
+    #[test]
+    fn a_scan_of_several_passes_reads_every_socket_once() {
+        const SOCKETS: usize = 18_000;
+        let holder = SocketHolder::start(SOCKETS);
+        let (netns, expected) = holder.sock_diag_view();
+        let mut iterator = SocketIterator::load().expect("load the iterator (root, BTF)");
+        let mut found = Vec::new();
+        iterator
+            .dump(|ns, record| {
+                if u64::from(ns) == netns {
+                    found.push(record.inode);
+                }
+            })
+            .expect("dump");
+        drop(holder);
+        assert_eq!(expected.len(), SOCKETS);
+        found.sort_unstable();
+        assert_eq!(
+            found.len(),
+            expected.len(),
+            "sockets read more than once or missed"
+        );
+        assert_eq!(found, expected);
     }
 
     /// As root: a thread in a network namespace of its own opens TCP (IPv4 and IPv6) and UDP

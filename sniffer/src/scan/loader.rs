@@ -2,8 +2,8 @@
 //!
 //! Loading parses the kernel's whole BTF: ~40 MiB at its peak, which glibc then keeps. The
 //! sniffer runs itself with `--load-socket-iterator` and a Unix socket as stdin; the helper
-//! loads the program ([`super::bpf::load_program`]), sends the program's fd back over the
-//! socket (SCM_RIGHTS) and exits, and its memory with it.
+//! loads the program ([`super::bpf::load_program`]), sends the fds of the program and its maps
+//! back over the socket (SCM_RIGHTS) and exits, and its memory with it.
 
 use std::io::{self, Read};
 use std::mem::{size_of, zeroed};
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::ScanError;
-use super::bpf::{self, SocketIterator};
+use super::bpf::{self, LoadedProgram, SocketIterator};
 
 /// The hidden flag that makes `trafficmap-sniffer` the helper.
 pub const HELPER_FLAG: &str = "--load-socket-iterator";
@@ -49,7 +49,7 @@ fn load_within(executable: &Path, timeout: Duration) -> Result<SocketIterator, S
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| helper_error(format!("cannot run {}: {e}", executable.display())))?;
-    let received = receive_fd(ours.as_fd());
+    let received = receive_program(ours.as_fd());
     if received.is_err() {
         // It may hang (the read timed out): its stderr and exit status come only once it ends.
         let _ = child.kill();
@@ -60,7 +60,7 @@ fn load_within(executable: &Path, timeout: Duration) -> Result<SocketIterator, S
     }
     let status = child.wait().map_err(|e| helper_error(e.to_string()))?;
     match received {
-        Ok(program) if status.success() => Ok(SocketIterator::from_program(program)),
+        Ok(program) if status.success() => SocketIterator::from_program(program),
         Ok(_) => Err(helper_error(format!(
             "the helper {status}: {}",
             stderr.trim()
@@ -72,12 +72,25 @@ fn load_within(executable: &Path, timeout: Duration) -> Result<SocketIterator, S
     }
 }
 
-/// The helper's side: loads the program and sends its fd on stdin. Errors go to stderr, where
-/// [`load_in_helper`] reads them.
+/// The helper's side: loads the program and sends its fd, then its maps', on stdin. Errors go
+/// to stderr, where [`load_in_helper`] reads them.
 pub fn serve() -> Result<(), ScanError> {
-    let program = bpf::load_program()?;
-    send_fd(io::stdin().as_fd(), program.as_fd())
-        .map_err(|e| helper_error(format!("cannot send the program back: {e}")))
+    let loaded = bpf::load_program()?;
+    let stdin = io::stdin();
+    for fd in [&loaded.program, &loaded.control, &loaded.records] {
+        send_fd(stdin.as_fd(), fd.as_fd())
+            .map_err(|e| helper_error(format!("cannot send the program back: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The three fds [`serve`] sends, in its order.
+fn receive_program(socket: BorrowedFd<'_>) -> io::Result<LoadedProgram> {
+    Ok(LoadedProgram {
+        program: receive_fd(socket)?,
+        control: receive_fd(socket)?,
+        records: receive_fd(socket)?,
+    })
 }
 
 /// Calls `use_message` with a `msghdr` for one byte of data and up to `control_len` bytes

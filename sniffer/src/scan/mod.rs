@@ -7,6 +7,7 @@
 //! ([`links`]), and the namespaces' addresses to their pods, to name DNS clients.
 
 pub mod bpf;
+mod bpf_syscalls;
 pub mod cgroup;
 pub mod classify;
 pub mod links;
