@@ -136,41 +136,50 @@ pub fn lookup(
     value: &mut [u8],
     value_size: usize,
 ) -> io::Result<()> {
-    if value.len() != value_size {
-        return Err(io::Error::other(format!(
-            "a buffer of {} bytes for values of {value_size}",
-            value.len()
-        )));
-    }
-    bpf(
+    let address = value.as_mut_ptr() as u64;
+    element(
         BPF_MAP_LOOKUP_ELEM,
-        &mut ElementAttr {
-            map_fd: fd_number(map),
-            pad: 0,
-            key: &key as *const u32 as u64,
-            value: value.as_mut_ptr() as u64,
-            flags: 0,
-        },
+        map,
+        key,
+        (address, value.len()),
+        value_size,
     )
-    .map(drop)
 }
 
 /// Writes `value` (the map's value size, see [`map_sizes`]) as element `key` of the array
 /// `map`.
 pub fn update(map: BorrowedFd<'_>, key: u32, value: &[u8], value_size: usize) -> io::Result<()> {
-    if value.len() != value_size {
+    let address = value.as_ptr() as u64;
+    element(
+        BPF_MAP_UPDATE_ELEM,
+        map,
+        key,
+        (address, value.len()),
+        value_size,
+    )
+}
+
+/// A map element command on a buffer `(address, len)` that must hold exactly `value_size`
+/// bytes, the map's value size, for the kernel reads or writes that many.
+fn element(
+    command: libc::c_long,
+    map: BorrowedFd<'_>,
+    key: u32,
+    (address, len): (u64, usize),
+    value_size: usize,
+) -> io::Result<()> {
+    if len != value_size {
         return Err(io::Error::other(format!(
-            "a value of {} bytes for a map of {value_size}",
-            value.len()
+            "a buffer of {len} bytes for a map of {value_size}-byte values"
         )));
     }
     bpf(
-        BPF_MAP_UPDATE_ELEM,
+        command,
         &mut ElementAttr {
             map_fd: fd_number(map),
             pad: 0,
             key: &key as *const u32 as u64,
-            value: value.as_ptr() as u64,
+            value: address,
             flags: 0,
         },
     )
