@@ -82,11 +82,21 @@ struct files_struct {
 	struct fdtable *fdt;
 } CORE;
 
+struct upid {
+	int nr;
+} CORE;
+
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+} CORE;
+
 struct task_struct {
 	int pid;
 	int tgid;
 	struct task_struct *group_leader;
 	struct files_struct *files;
+	struct pid *thread_pid;
 } CORE;
 
 struct bpf_iter_meta {
@@ -105,7 +115,9 @@ struct bpf_iter__task {
 #define __type(name, val) typeof(val) *name
 #define BPF_MAP_TYPE_ARRAY 2
 
-/* CO-RE: the BTF id of a type in the running kernel. */
+/* CO-RE: a field's offset, a type's size and a type's BTF id, in the running kernel. */
+#define field_offset(type, field) __builtin_preserve_field_info(((type *)0)->field, 0)
+#define type_size(type) __builtin_preserve_type_info(*(type *)0, 1)
 #define kernel_type_id(type) __builtin_btf_type_id(*(type *)0, 1)
 
 /* The kfunc bpf_rdonly_cast(obj, btf_id) (Linux 6.2): `obj` as a read-only pointer to the
@@ -128,6 +140,7 @@ static inline __attribute__((always_inline)) void *rdonly_cast(const void *obj, 
 /* Helpers, by their numbers in include/uapi/linux/bpf.h. */
 static long (*const bpf_probe_read_kernel)(void *dst, __u32 size, const void *src) = (void *)113;
 static void *(*const bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static struct task_struct *(*const bpf_get_current_task_btf)(void) = (void *)158;
 static long (*const bpf_loop)(__u32 nr_loops, void *callback, void *ctx, __u64 flags) = (void *)181;
 
 #endif

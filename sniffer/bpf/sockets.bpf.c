@@ -48,9 +48,8 @@ struct record {
 };
 
 /* Set by the sniffer before each pass; `count`, `full` and the resume point set by the pass.
- * The iterator visits tasks in the order of their ids in the sniffer's PID namespace, which
- * is the host's (the sniffer checks), so a pass resumes at (resume_tid, resume_fd) and skips
- * every task before it. */
+ * The iterator visits tasks in the order of their ids in the sniffer's PID namespace, so a
+ * pass resumes at (resume_tid, resume_fd), by that id, and skips every task before it. */
 struct control {
 	__u32 resume_tid; /* first task to read */
 	__u32 resume_fd;  /* first fd to read in that task */
@@ -175,6 +174,21 @@ static long visit_fd(__u32 index, struct walk *walk)
 	return 0;
 }
 
+/* The task's id in the PID namespace of the sniffer, which orders the iterator's tasks:
+ * task->thread_pid->numbers[level].nr, with the level of the sniffer's namespace. The index
+ * varies, so the entry is read with bpf_probe_read_kernel (once per task, not per socket). */
+static __u32 id_in_our_namespace(struct task_struct *task)
+{
+	__u32 level = bpf_get_current_task_btf()->thread_pid->level;
+	__u64 pid = 0;
+	int nr = 0;
+	if (bpf_probe_read_kernel(&pid, sizeof(pid), &task->thread_pid) || !pid)
+		return 0;
+	__u64 entry = pid + field_offset(struct pid, numbers) + (__u64)level * type_size(struct upid);
+	bpf_probe_read_kernel(&nr, sizeof(nr), (const void *)(entry + field_offset(struct upid, nr)));
+	return nr;
+}
+
 SEC("iter/task")
 int dump_sockets(struct bpf_iter__task *ctx)
 {
@@ -190,7 +204,7 @@ int dump_sockets(struct bpf_iter__task *ctx)
 	/* Threads share their leader's table: read it once, as the leader's. */
 	if (!files || (task->pid != task->tgid && files == task->group_leader->files))
 		return 0;
-	__u32 tid = task->pid;
+	__u32 tid = id_in_our_namespace(task);
 	if (tid < control->resume_tid)
 		return 0;
 	__u32 first = tid == control->resume_tid ? control->resume_fd : 0;

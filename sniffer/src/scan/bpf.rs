@@ -150,17 +150,6 @@ fn map_fd(ebpf: &Ebpf, name: &str) -> Result<OwnedFd, ScanError> {
     }
 }
 
-/// Whether this process is in the host's PID namespace: its `NSpid` line (/proc/self/status)
-/// holds one id. The iterator visits only the tasks of the namespace it is opened in.
-fn in_host_pid_namespace() -> Result<bool, ScanError> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| bpf_error("read /proc/self/status")(e.to_string()))?;
-    Ok(status
-        .lines()
-        .find_map(|line| line.strip_prefix("NSpid:"))
-        .is_none_or(|ids| ids.split_whitespace().count() == 1))
-}
-
 /// `struct control` in sockets.bpf.c.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Control {
@@ -215,16 +204,8 @@ impl SocketIterator {
     }
 
     /// Attaches the program [`load_program`] returned (here or in a helper process) and checks
-    /// that its maps are the sizes this code reads. Refused outside the host's PID namespace,
-    /// where the iterator would see only the sniffer's own processes (the chart sets hostPID).
+    /// that its maps are the sizes this code reads.
     pub fn from_program(loaded: LoadedProgram) -> Result<Self, ScanError> {
-        if !in_host_pid_namespace()? {
-            return Err(bpf_error("scan the node's processes")(
-                "the sniffer is not in the host's PID namespace (hostPID): the iterator would \
-                 see only its own processes"
-                    .to_string(),
-            ));
-        }
         let link = sys::attach_iterator(loaded.program.as_fd())
             .map_err(|e| bpf_error("attach the socket iterator")(e.to_string()))?;
         let sizes = |map: &OwnedFd| {
@@ -476,16 +457,17 @@ mod tests {
             .collect()
     }
 
-    /// A forked child holding `sockets` UDP sockets (bound to ports of 0.0.0.0) in a network
-    /// namespace of its own, until it is dropped. The child makes raw system calls only: it is
-    /// forked from a process with threads.
+    /// A forked child holding `sockets` UDP sockets (bound to ports of 0.0.0.0) until it is
+    /// dropped, in a network namespace of its own or in `join`'s. The child makes raw system
+    /// calls only: it is forked from a process with threads.
     struct SocketHolder {
         pid: libc::pid_t,
         release: OwnedFd,
     }
 
     impl SocketHolder {
-        fn start(sockets: usize) -> Self {
+        fn start(sockets: usize, join: Option<&File>) -> Self {
+            let join = join.map(|namespace| namespace.as_raw_fd());
             let mut ready = [0; 2];
             let mut release = [0; 2];
             // SAFETY: pipe(2) into arrays of two ints.
@@ -506,7 +488,11 @@ mod tests {
                 assert!(pid >= 0, "fork");
                 if pid == 0 {
                     let mut status = 1u8;
-                    if libc::unshare(libc::CLONE_NEWNET) == 0 {
+                    let entered = match join {
+                        Some(namespace) => libc::setns(namespace, libc::CLONE_NEWNET),
+                        None => libc::unshare(libc::CLONE_NEWNET),
+                    };
+                    if entered == 0 {
                         status = 0;
                         for _ in 0..sockets {
                             let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
@@ -577,25 +563,33 @@ mod tests {
         }
     }
 
-    /// As root: more sockets than one pass holds (the records map has 16,384), all in one
-    /// process and one namespace. The scan must resume where each pass stopped: every socket
-    /// once, none missed, none repeated.
+    /// As root: more sockets than one pass holds (the records map has 16,384), held by two
+    /// processes in one namespace. The scan must resume where each pass stopped, by process
+    /// and fd: every socket once, none missed, none repeated (a pass that resumed at the right
+    /// fd of the wrong process would read the first holder's again).
     #[test]
     fn a_scan_of_several_passes_reads_every_socket_once() {
-        const SOCKETS: usize = 18_000;
-        let holder = SocketHolder::start(SOCKETS);
-        let (netns, expected) = holder.sock_diag_view();
+        const SOCKETS: usize = 9_000;
+        let first = SocketHolder::start(SOCKETS, None);
+        let namespace =
+            File::open(format!("/proc/{}/ns/net", first.pid)).expect("the holder's netns");
+        let second = SocketHolder::start(SOCKETS, Some(&namespace));
+        let (netns, expected) = first.sock_diag_view();
         let mut iterator = SocketIterator::load().expect("load the iterator (root, BTF)");
         let mut found = Vec::new();
+        let mut pids = std::collections::BTreeSet::new();
         iterator
             .dump(|ns, record| {
                 if u64::from(ns) == netns {
                     found.push(record.inode);
+                    pids.insert(record.pid);
                 }
             })
             .expect("dump");
-        drop(holder);
-        assert_eq!(expected.len(), SOCKETS);
+        let holders = [first.pid, second.pid].map(|pid| Some(pid.unsigned_abs()));
+        drop((first, second));
+        assert_eq!(expected.len(), 2 * SOCKETS);
+        assert_eq!(pids, holders.into_iter().collect());
         found.sort_unstable();
         assert_eq!(
             found.len(),
