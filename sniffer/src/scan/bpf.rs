@@ -1,4 +1,4 @@
-//! Every namespace's sockets in one pass, from a BPF task iterator
+//! Every namespace's sockets from one walk of the processes' fd tables, by a BPF task iterator
 //! (`sniffer/bpf/sockets.bpf.c`).
 //!
 //! sock_diag answers for the namespace of the socket that asks, and with the kernel's defaults
@@ -208,12 +208,11 @@ impl SocketIterator {
     pub fn from_program(loaded: LoadedProgram) -> Result<Self, ScanError> {
         let link = sys::attach_iterator(loaded.program.as_fd())
             .map_err(|e| bpf_error("attach the socket iterator")(e.to_string()))?;
-        let sizes = |map: &OwnedFd| {
-            sys::map_sizes(map.as_fd())
+        let size = |map: &OwnedFd| {
+            sys::value_size(map.as_fd())
                 .map_err(|e| bpf_error("read the socket iterator's maps")(e.to_string()))
         };
-        let (control_len, _) = sizes(&loaded.control)?;
-        let (records_len, _) = sizes(&loaded.records)?;
+        let (control_len, records_len) = (size(&loaded.control)?, size(&loaded.records)?);
         if control_len != CONTROL_LEN || records_len == 0 || records_len % RECORD_LEN != 0 {
             return Err(bpf_error("read the socket iterator's maps")(format!(
                 "control of {control_len} bytes and records of {records_len}: not this sniffer's"

@@ -1,5 +1,5 @@
 //! The few `bpf(2)` commands the sniffer issues itself on the fds its loader handed over:
-//! attach and open an iterator, read and write one array element, and ask a map its sizes.
+//! attach and open an iterator, read and write one array element, and ask a map its value size.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -114,8 +114,8 @@ pub fn open_iterator(link: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     )
 }
 
-/// The value size of the map `map`, and its entries.
-pub fn map_sizes(map: BorrowedFd<'_>) -> io::Result<(usize, u32)> {
+/// The value size of the map `map`.
+pub fn value_size(map: BorrowedFd<'_>) -> io::Result<usize> {
     let mut info = MapInfo::default();
     bpf(
         BPF_OBJ_GET_INFO_BY_FD,
@@ -125,11 +125,11 @@ pub fn map_sizes(map: BorrowedFd<'_>) -> io::Result<(usize, u32)> {
             info: &mut info as *mut MapInfo as u64,
         },
     )?;
-    Ok((info.value_size as usize, info.max_entries))
+    Ok(info.value_size as usize)
 }
 
 /// Copies element `key` of the array `map` into `value`, which must be exactly the map's
-/// value size (see [`map_sizes`]): the kernel writes that many bytes.
+/// value size (see [`value_size`]): the kernel writes that many bytes.
 pub fn lookup(
     map: BorrowedFd<'_>,
     key: u32,
@@ -146,7 +146,7 @@ pub fn lookup(
     )
 }
 
-/// Writes `value` (the map's value size, see [`map_sizes`]) as element `key` of the array
+/// Writes `value` (the map's value size, see [`value_size`]) as element `key` of the array
 /// `map`.
 pub fn update(map: BorrowedFd<'_>, key: u32, value: &[u8], value_size: usize) -> io::Result<()> {
     let address = value.as_ptr() as u64;

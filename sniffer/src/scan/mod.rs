@@ -84,8 +84,8 @@ pub enum ScanError {
 pub enum SocketSource {
     /// The BPF iterator when it loads, sock_diag otherwise.
     Auto,
-    /// The BPF iterator: every namespace's sockets in one pass ([`bpf`]); fail if it cannot
-    /// load.
+    /// The BPF iterator: every namespace's sockets from one walk of the processes' fd
+    /// tables ([`bpf`]); fail if it cannot load.
     Bpf,
     /// sock_diag, one dump per namespace ([`sockdiag`]).
     SockDiag,
