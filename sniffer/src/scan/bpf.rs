@@ -27,6 +27,9 @@ use aya::maps::Map;
 use aya::programs::Iter;
 use aya::{Btf, Ebpf, EbpfLoader};
 use aya_obj::btf::BtfKind;
+use netlink_packet_sock_diag::constants::{
+    AF_INET, AF_INET6, IPPROTO_TCP as PROTOCOL_TCP, IPPROTO_UDP as PROTOCOL_UDP,
+};
 use trafficmap_api::observed::Protocol;
 
 use super::ScanError;
@@ -54,10 +57,6 @@ const MAX_PASSES: usize = 4096;
 /// Reads the kernel may refuse with EAGAIN in a row (it does so after visiting a million
 /// tasks without writing anything) before the scan gives up.
 const MAX_RETRIES: usize = 64;
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
-const PROTOCOL_TCP: u8 = 6;
-const PROTOCOL_UDP: u8 = 17;
 
 fn bpf_error(what: &'static str) -> impl FnOnce(String) -> ScanError {
     move |detail| ScanError::Bpf { what, detail }
@@ -79,7 +78,7 @@ pub struct LoadedProgram {
 /// not the object this code was written for).
 fn object_calling(kfunc_id: u32) -> Result<Vec<u64>, ScanError> {
     let mut words = vec![0u64; OBJECT.len().div_ceil(8)];
-    let bytes: &mut [u8] = bytemuck_bytes(&mut words);
+    let bytes: &mut [u8] = as_bytes_mut(&mut words);
     bytes[..OBJECT.len()].copy_from_slice(OBJECT);
     let mut calls = 0;
     for instruction in bytes.chunks_exact_mut(8) {
@@ -97,7 +96,7 @@ fn object_calling(kfunc_id: u32) -> Result<Vec<u64>, ScanError> {
 }
 
 /// The bytes of `words`.
-fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {
+fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
     let len = std::mem::size_of_val(words);
     // SAFETY: u64 has no padding and every byte pattern is a valid u8; the slice covers
     // exactly the words' memory and borrows them mutably for its lifetime.
@@ -113,7 +112,7 @@ pub fn load_program() -> Result<LoadedProgram, ScanError> {
         .id_by_type_name_kind(KFUNC, BtfKind::Func)
         .map_err(|e| bpf_error("find the kfunc bpf_rdonly_cast (Linux 6.2)")(e.to_string()))?;
     let mut words = object_calling(kfunc)?;
-    let object = &bytemuck_bytes(&mut words)[..OBJECT.len()];
+    let object = &as_bytes_mut(&mut words)[..OBJECT.len()];
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .load(object)
@@ -366,7 +365,7 @@ mod tests {
         let placeholders = calls(OBJECT, &KFUNC_CALL);
         assert!(placeholders >= 2, "the file and the socket casts");
         let mut words = object_calling(0x1234).expect("patched");
-        let patched = &bytemuck_bytes(&mut words)[..OBJECT.len()];
+        let patched = &as_bytes_mut(&mut words)[..OBJECT.len()];
         let mut call = KFUNC_CALL;
         call[4..].copy_from_slice(&0x1234u32.to_le_bytes());
         assert_eq!(calls(patched, &KFUNC_CALL), 0);
@@ -546,9 +545,7 @@ mod tests {
             let netns = std::fs::metadata(&path).expect("netns").ino();
             let namespace = File::open(&path).expect("open the holder's netns");
             let mut inodes = std::thread::spawn(move || {
-                // SAFETY: setns(2) on an open namespace fd, for this thread only.
-                let entered = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(entered, 0, "setns");
+                super::super::netns::setns(&namespace).expect("setns");
                 sockdiag::dump_sockets().expect("sock_diag in the holder's namespace")
             })
             .join()

@@ -625,10 +625,7 @@ mod tests {
         let (done_sender, done) = std::sync::mpsc::channel::<()>();
         let holder = std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("open the namespace");
-            // SAFETY: setns(2) on a namespace fd we own moves only this thread.
-            let entered =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-            assert_eq!(entered, 0, "setns");
+            netns::setns(&file).expect("setns");
             let listener = TcpListener::bind("10.200.0.1:0").expect("listen");
             let server = listener.local_addr().expect("addr");
             let client = TcpStream::connect(server).expect("connect");

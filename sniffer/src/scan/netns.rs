@@ -162,7 +162,8 @@ impl NetnsSwitcher {
     }
 }
 
-fn setns(file: &File) -> io::Result<()> {
+/// Moves the calling thread into the network namespace `file` refers to.
+pub(crate) fn setns(file: &File) -> io::Result<()> {
     // SAFETY: setns(2) on an open nsfs descriptor; affects only the calling thread.
     let ret = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     if ret < 0 {
