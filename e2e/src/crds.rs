@@ -1,5 +1,5 @@
 //! Installing the CRDs the tests need: ours (`crds/yaml`) and the upstream Otterize ClientIntents
-//! CRD (`../shared/upstream/clientintents-crd.yaml`).
+//! CRD (`chart/files/crds/clientintents.k8s.otterize.com.yaml`, its one copy in the repository).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,9 +17,9 @@ const HARNESS_MANAGER: &str = "trafficmap-e2e";
 /// How long a CRD may take to become Established.
 const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Path of the upstream ClientIntents CRD (in `shared/`, beside the repository).
+/// Path of the upstream ClientIntents CRD (origin and licence in `chart/files/crds/README.md`).
 pub fn upstream_client_intents_crd() -> PathBuf {
-    repo_root().join("../shared/upstream/clientintents-crd.yaml")
+    repo_root().join("chart/files/crds/clientintents.k8s.otterize.com.yaml")
 }
 
 /// Paths of trafficmap's own CRDs.

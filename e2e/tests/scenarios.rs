@@ -26,10 +26,6 @@ fn own(name: &str) -> PathBuf {
         .join(format!("{name}.yaml"))
 }
 
-fn shared_dir() -> PathBuf {
-    repo_root().join("../shared/scenarios")
-}
-
 /// Runs `path`; the map must be exact.
 fn run(path: &Path, sniffer_late: bool) {
     let _turn = NODE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -132,34 +128,6 @@ fn every_scenario_file_is_run_by_a_test() {
     assert_eq!(names, OWN, "e2e/scenarios and the tests below differ");
 }
 
-#[test]
-fn the_demo_scenarios_are_the_shared_ones() {
-    for shared in yaml_files(&shared_dir()) {
-        let name = shared.file_name().expect("file name");
-        let copy = repo_root().join("e2e/scenarios").join(name);
-        assert_eq!(
-            std::fs::read_to_string(&copy).unwrap_or_default(),
-            std::fs::read_to_string(&shared).expect("shared scenario"),
-            "{} differs from {}",
-            copy.display(),
-            shared.display()
-        );
-    }
-}
-
-#[test]
-fn shared_scenarios_are_mapped_exactly() {
-    let files = yaml_files(&shared_dir());
-    assert!(
-        !files.is_empty(),
-        "no scenarios in {}",
-        shared_dir().display()
-    );
-    for file in files {
-        run(&file, false);
-    }
-}
-
 macro_rules! scenario_tests {
     ($($test:ident => $file:literal),* $(,)?) => {
         $(
@@ -172,6 +140,8 @@ macro_rules! scenario_tests {
 }
 
 scenario_tests! {
+    ecom_demo => "ecom-demo",
+    tutorial => "tutorial",
     ip_reuse_after_restart_and_scale => "ip-reuse",
     job_and_cronjob_clients => "jobs",
     statefulset_client => "statefulset",

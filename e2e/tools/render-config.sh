@@ -2,7 +2,8 @@
 # Regenerates config/ (the plain-manifest install, a kustomize base) from chart/ with its default
 # values: release `trafficmap` in namespace `trafficmap`. Each template becomes the file of the
 # same path under config/ (templates/rbac/x.yaml -> config/rbac/x.yaml). Also refreshes the
-# chart's copies of the CRDs (files/crds) from crds/yaml and ../shared/upstream first.
+# chart's copy of our CRD (files/crds) from crds/yaml first; the upstream ClientIntents CRD lives
+# in files/crds itself (chart/files/crds/README.md).
 # e2e/tests/packaging.rs fails when config/ or those copies are stale.
 #
 #   bash e2e/tools/render-config.sh [helm]     (`make config`)
@@ -20,9 +21,6 @@ NAMESPACE=trafficmap
 MARKER="# Generated from chart/ by \`make config\` (e2e/tools/render-config.sh); do not edit."
 
 cp crds/yaml/observedtraffics.trafficmap.io.yaml chart/files/crds/
-if [ -f ../shared/upstream/clientintents-crd.yaml ]; then
-  cp ../shared/upstream/clientintents-crd.yaml chart/files/crds/clientintents.k8s.otterize.com.yaml
-fi
 
 rendered="$(mktemp)"
 trap 'rm -f "$rendered"' EXIT

@@ -3,7 +3,7 @@
 //!
 //! Property: `try_render_client_intents` either returns a clear error, or an object that
 //! - the upstream CRD accepts: validated against the `v2beta1` OpenAPI v3 schema of
-//!   `../shared/upstream/clientintents-crd.yaml` (the otterize/intents-operator file), and
+//!   `chart/files/crds/clientintents.k8s.otterize.com.yaml` (the otterize/intents-operator file), and
 //! - the API server accepts as an object: name a DNS-1123 subdomain, namespace a DNS-1123
 //!   label, labels valid;
 //!
@@ -18,10 +18,10 @@ use libfuzzer_sys::fuzz_target;
 use trafficmap_api::ObservedTraffic;
 use trafficmap_api::render::try_render_client_intents;
 
-/// The upstream CRD, vendored next to the repository (see `../shared/upstream/README.md`).
+/// The upstream CRD, the repository's one copy (origin and licence in `chart/files/crds/README.md`).
 const UPSTREAM_CRD: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/upstream/clientintents-crd.yaml"
+    "/../../chart/files/crds/clientintents.k8s.otterize.com.yaml"
 ));
 const VERSION: &str = "v2beta1";
 

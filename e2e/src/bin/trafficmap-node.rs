@@ -22,7 +22,7 @@ use trafficmap_e2e::sim::{addons, cleanup, kubelet, sys};
     about = "A single-node Kubernetes cluster on this machine: pods as network namespaces",
     after_help = "\
 Examples:
-  trafficmap-node scenario ../shared/scenarios/tutorial.yaml
+  trafficmap-node scenario e2e/scenarios/tutorial.yaml
   trafficmap-node run --namespace demo
   trafficmap-node traffic --listen 8080/TCP --call server.demo.svc.cluster.local:80/TCP/every=1s
   trafficmap-node cleanup"

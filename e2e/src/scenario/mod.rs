@@ -1,4 +1,4 @@
-//! Scenarios (`../shared/scenarios/README.md`): a YAML file of workloads, the calls they make
+//! Scenarios (`e2e/scenarios/FORMAT.md`): a YAML file of workloads, the calls they make
 //! and the map trafficmap must produce. [`model`] parses it, [`deploy`] creates its objects,
 //! [`compare`] scores what ObservedTraffic and the draft ClientIntents say, [`progress`] shows it
 //! while traffic flows, and [`runner`] runs
