@@ -10,6 +10,7 @@ pub mod crds;
 pub mod fixtures;
 pub mod http;
 pub mod operator;
+pub mod prom;
 pub mod scenario;
 pub mod sim;
 

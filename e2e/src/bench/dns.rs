@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use super::dnsgen::Sent;
 use super::netns::{self, CAPTURE_IP, CAPTURE_NS, GENERATOR_IP, GENERATOR_NS};
-use super::{
-    BenchError, Figure, Result, cpu_seconds, io_context, metric, metric_sum, release_binary,
-};
+use super::{BenchError, Figure, Result, cpu_seconds, io_context, release_binary};
+use crate::prom::{family_sum, sample};
 
 /// Highest loss at which a rate still counts as captured.
 pub const MAX_LOSS: f64 = 0.001;
@@ -199,8 +198,8 @@ pub fn log_path(name: &str) -> Result<PathBuf> {
 /// Responses the sniffer delivered to its output: answers parsed, less those dropped between
 /// the capture and output threads.
 fn sniffer_delivered(metrics: &str) -> u64 {
-    let answers = metric(metrics, "trafficmap_sniffer_dns_answers_total");
-    let dropped = metric(metrics, "trafficmap_sniffer_events_dropped_total");
+    let answers = sample(metrics, "trafficmap_sniffer_dns_answers_total");
+    let dropped = sample(metrics, "trafficmap_sniffer_events_dropped_total");
     (answers - dropped).max(0.0) as u64
 }
 
@@ -226,10 +225,10 @@ pub fn sniffer_steps(label: &str, flags: &[&str]) -> Result<Vec<Step>> {
             captured,
             cpu_seconds: cpu,
         };
-        let kernel_drops = metric(&after, "trafficmap_sniffer_kernel_drops_total")
-            - metric(&before, "trafficmap_sniffer_kernel_drops_total");
-        let errors = metric_sum(&after, "trafficmap_sniffer_dns_parse_errors_total")
-            - metric_sum(&before, "trafficmap_sniffer_dns_parse_errors_total");
+        let kernel_drops = sample(&after, "trafficmap_sniffer_kernel_drops_total")
+            - sample(&before, "trafficmap_sniffer_kernel_drops_total");
+        let errors = family_sum(&after, "trafficmap_sniffer_dns_parse_errors_total")
+            - family_sum(&before, "trafficmap_sniffer_dns_parse_errors_total");
         eprintln!(
             "  {label:<8} target {rate:>7}/s sent {:>9.0}/s captured {captured:>9} loss {:.4}% (kernel drops {kernel_drops}, parse errors {errors}) cpu {:.0} ns/response",
             step.achieved(),

@@ -16,7 +16,8 @@ use trafficmap_api::report::{ClientId, ConnectionObservation};
 use super::cluster_load::{LoadedCluster, POD_PORT, SERVICES};
 use super::ingest_client::IngestClient;
 use super::operator::{FLUSH_INTERVAL, load_observation, now_ms, report_body};
-use super::{BenchError, Result, metric_sum};
+use super::{BenchError, Result};
+use crate::prom::family_sum;
 use trafficmap_api::Observation;
 
 /// How the steady phase loads the operator.
@@ -87,7 +88,7 @@ pub async fn steady_phase(
         Arc::clone(&outstanding),
         Arc::clone(&latencies),
     ));
-    let writes = |m: &str| metric_sum(m, "trafficmap_operator_api_writes_total");
+    let writes = |m: &str| family_sum(m, "trafficmap_operator_api_writes_total");
     let metrics_url = format!("{admin_url}/metrics");
     let before = writes(&crate::http::get(&metrics_url).await?.1);
     let started = Instant::now();

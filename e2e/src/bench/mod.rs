@@ -167,29 +167,6 @@ pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// Value of the Prometheus sample `name` (exact series text, labels included) in `text`.
-pub fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            (series == name).then(|| value.parse().ok())?
-        })
-        .unwrap_or(0.0)
-}
-
-/// Sum of every sample of `family` (any labels) in `text`.
-pub fn metric_sum(text: &str, family: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let base = series.split('{').next()?;
-            (base == family).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
 /// Path of a release binary of this workspace (`$TRAFFICMAP_BIN_DIR`, else target/release).
 pub fn release_binary(name: &str) -> Result<std::path::PathBuf> {
     let dir = std::env::var_os("TRAFFICMAP_BIN_DIR")
@@ -223,12 +200,5 @@ mod tests {
             Figure::new("dns_parse", 212.0, "ns").to_string(),
             "dns_parse: 212 ns"
         );
-    }
-
-    #[test]
-    fn metrics_are_read_by_series_and_by_family() {
-        let text = "# HELP x\na_total 3\nb_total{k=\"1\"} 2\nb_total{k=\"2\"} 5\n";
-        assert_eq!(metric(text, "a_total"), 3.0);
-        assert_eq!(metric_sum(text, "b_total"), 7.0);
     }
 }

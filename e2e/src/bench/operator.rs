@@ -19,10 +19,11 @@ use trafficmap_api::{Observation, Report};
 
 use super::cluster_load::{self, LoadedCluster, SERVICE_PORT};
 use super::ingest_client::IngestClient;
-use super::{BenchError, Figure, Result, io_context, memory_kib, metric, metric_sum, mib};
+use super::{BenchError, Figure, Result, io_context, memory_kib, mib};
 use crate::cluster::{admin_client, kubeconfig_path};
 use crate::crds::install_all;
 use crate::operator::{free_port, published_ca, service_account_token};
+use crate::prom::{family_sum, sample};
 
 /// The operator's namespace for the bench.
 const OPERATOR_NS: &str = "tmb-operator";
@@ -149,9 +150,9 @@ pub fn now_ms() -> u64 {
 /// Observations the operator has dealt with: resolved, skipped as adding nothing, or dropped
 /// unresolved.
 pub fn processed(metrics: &str) -> f64 {
-    metric(metrics, "trafficmap_operator_observations_resolved_total")
-        + metric_sum(metrics, "trafficmap_operator_observations_skipped_total")
-        + metric_sum(metrics, "trafficmap_operator_observations_unresolved_total")
+    sample(metrics, "trafficmap_operator_observations_resolved_total")
+        + family_sum(metrics, "trafficmap_operator_observations_skipped_total")
+        + family_sum(metrics, "trafficmap_operator_observations_unresolved_total")
 }
 
 /// Number of distinct observations in the load (every edge, from both pods of each client):
@@ -389,7 +390,7 @@ async fn warm_up(
     // steady state, not behind the creation of thousands of objects.
     wait_idle(operator, "the warm-up's statuses").await?;
     let expected = load_edges(cluster);
-    let held = metric(&operator.metrics().await?, "trafficmap_operator_edges") as usize;
+    let held = sample(&operator.metrics().await?, "trafficmap_operator_edges") as usize;
     if held != expected {
         return Err(BenchError::Failed(format!(
             "after the warm-up the operator's map holds {held} edges, the load has {expected}"
@@ -425,8 +426,8 @@ async fn wait_idle(operator: &OperatorProcess, what: &str) -> Result<Duration> {
     let mut idle_since: Option<Instant> = None;
     while started.elapsed() < WARM_UP_WRITES {
         let text = operator.metrics().await?;
-        let busy = metric(&text, "trafficmap_operator_writes_waiting")
-            + metric(&text, "trafficmap_operator_observations_pending");
+        let busy = sample(&text, "trafficmap_operator_writes_waiting")
+            + sample(&text, "trafficmap_operator_observations_pending");
         if busy > 0.0 {
             idle_since = None;
         } else if idle_since.is_some_and(|at| at.elapsed() > FLUSH_INTERVAL) {
@@ -475,13 +476,13 @@ async fn ingest_window(
     // Let the queue fill before the window opens.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let text = operator.metrics().await?;
-    let (before, refused_before) = (processed(&text), metric_sum(&text, REFUSED));
+    let (before, refused_before) = (processed(&text), family_sum(&text, REFUSED));
     let started = Instant::now();
     tokio::time::sleep(INGEST_WINDOW).await;
     let text = operator.metrics().await?;
     let after = processed(&text);
     let elapsed = started.elapsed().as_secs_f64();
-    let refused = metric_sum(&text, REFUSED) - refused_before;
+    let refused = family_sum(&text, REFUSED) - refused_before;
     eprintln!("  reports refused during the window (and sent again): {refused:.0}");
     stop.store(true, Ordering::Relaxed);
     for task in tasks {

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::dns::SnifferProcess;
-use super::{BenchError, Figure, Result, io_context, metric};
+use super::{BenchError, Figure, Result, io_context};
+use crate::prom::sample;
 
 /// Namespaces in the scan.
 pub const NAMESPACES: usize = 100;
@@ -183,7 +184,7 @@ pub struct SnifferScans {
 
 /// Waits for [`SCANS`] complete scans after the holders are ready and averages them.
 pub fn sniffer_scans(sniffer: &SnifferProcess) -> Result<SnifferScans> {
-    let scans = |m: &str| metric(m, "trafficmap_sniffer_scans_total");
+    let scans = |m: &str| sample(m, "trafficmap_sniffer_scans_total");
     // The scan that was running when the holders became ready may have missed some.
     let mut before = sniffer.metrics()?;
     let first = scans(&before);
@@ -198,7 +199,7 @@ pub fn sniffer_scans(sniffer: &SnifferProcess) -> Result<SnifferScans> {
         std::thread::sleep(Duration::from_millis(200));
         after = sniffer.metrics()?;
     }
-    let delta = |name: &str| metric(&after, name) - metric(&before, name);
+    let delta = |name: &str| sample(&after, name) - sample(&before, name);
     let count = delta("trafficmap_sniffer_scans_total");
     Ok(SnifferScans {
         mean: Duration::from_secs_f64(

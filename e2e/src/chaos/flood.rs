@@ -17,10 +17,11 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
-use super::harness::{Setup, ip, metric_value};
+use super::harness::{Setup, ip};
 use super::sniffer::SnifferProcess;
 use super::{Outcome, ensure, step};
 use crate::cluster::unique_name;
+use crate::prom::sample;
 use crate::{Error, Result};
 
 /// Unique names sent.
@@ -234,9 +235,9 @@ async fn dns_flood_in(setup: &Setup) -> Outcome {
     ensure(!s.is_empty(), || {
         format!("the sniffer stopped serving metrics; {summary}")
     })?;
-    let answers = metric_value(&s, "trafficmap_sniffer_dns_answers_total");
-    let evicted = metric_value(&s, "trafficmap_sniffer_dedup_entries_evicted_total");
-    let drops = metric_value(&s, "trafficmap_sniffer_kernel_drops_total");
+    let answers = sample(&s, "trafficmap_sniffer_dns_answers_total");
+    let evicted = sample(&s, "trafficmap_sniffer_dedup_entries_evicted_total");
+    let drops = sample(&s, "trafficmap_sniffer_kernel_drops_total");
     // Every response is parsed or counted as dropped by the kernel (the ring overflows when
     // the flood outruns the sniffer: counted, never unbounded).
     ensure(answers + drops >= f64::from(sent) * 0.99, || {
@@ -250,9 +251,9 @@ async fn dns_flood_in(setup: &Setup) -> Outcome {
     })?;
 
     let o = step("operator metrics", setup.operator.metrics().await)?;
-    let held = metric_value(&o, "trafficmap_operator_dns_answers");
-    let op_evicted = metric_value(&o, "trafficmap_operator_dns_answers_evicted_total");
-    let refused = metric_value(
+    let held = sample(&o, "trafficmap_operator_dns_answers");
+    let op_evicted = sample(&o, "trafficmap_operator_dns_answers_evicted_total");
+    let refused = sample(
         &o,
         "trafficmap_operator_edges_refused_total{reason=\"internet_target_limit\"}",
     );

@@ -221,7 +221,7 @@ impl Setup {
     /// absent.
     pub async fn metric(&self, series: &str) -> Result<f64> {
         let text = self.operator.metrics().await?;
-        Ok(metric_value(&text, series))
+        Ok(crate::prom::sample(&text, series))
     }
 
     /// Deletes what the case created; failures are ignored (the next run reaps leftovers).
@@ -252,28 +252,4 @@ impl Setup {
 pub async fn reap_stale() -> Result<()> {
     let client = admin_client().await?;
     reap_stale_namespaces(&client, NAMESPACE_PREFIX).await
-}
-
-/// The value of `series` in Prometheus text `text`, 0 when absent.
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter_map(|line| line.strip_prefix(series))
-        .filter_map(|rest| rest.strip_prefix(' '))
-        .filter_map(|value| value.trim().parse::<f64>().ok())
-        .next()
-        .unwrap_or(0.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_metric_is_read_by_its_exact_series() {
-        let text = "# HELP x\nfoo_total{reason=\"a\"} 3\nfoo_total{reason=\"ab\"} 5\nbar 1.5\n";
-        assert_eq!(metric_value(text, "foo_total{reason=\"a\"}"), 3.0);
-        assert_eq!(metric_value(text, "foo_total{reason=\"ab\"}"), 5.0);
-        assert_eq!(metric_value(text, "bar"), 1.5);
-        assert_eq!(metric_value(text, "baz"), 0.0);
-    }
 }

@@ -15,10 +15,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::harness::{Setup, WAIT, metric_value};
+use super::harness::{Setup, WAIT};
 use super::{Outcome, ensure, step};
 use crate::cluster::{repo_root, unique_name, wait_for};
 use crate::operator::{OperatorProcess, bin_path, free_port};
+use crate::prom::sample;
 use crate::{Error, Result, http};
 
 /// Client address inside the case's namespace (a pod of Deployment `client` in the API).
@@ -299,7 +300,7 @@ async fn operator_down_in(setup: &mut Setup) -> Outcome {
     let mut most_buffered = 0.0f64;
     while outage.elapsed() < Duration::from_secs(120) {
         let text = sniffer.metrics().await;
-        most_buffered = most_buffered.max(metric_value(&text, "trafficmap_sniffer_buffer_bytes"));
+        most_buffered = most_buffered.max(sample(&text, "trafficmap_sniffer_buffer_bytes"));
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     let text = sniffer.metrics().await;
@@ -326,7 +327,7 @@ async fn operator_down_in(setup: &mut Setup) -> Outcome {
     let mut want = vec![7001];
     want.extend(&during);
     wait_for_ports(setup, &want, Duration::from_secs(60)).await?;
-    let dropped = metric_value(
+    let dropped = sample(
         &sniffer.metrics().await,
         "trafficmap_sniffer_buffer_dropped_observations_total",
     );

@@ -11,20 +11,12 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use trafficmap_api::{ClientIntents, ObservedTraffic};
 
-use super::harness::{Setup, WAIT, connection, ip, metric_value, report};
+use super::harness::{Setup, WAIT, connection, ip, report};
 use super::{Outcome, ensure, step};
 use crate::cluster::wait_for;
 use crate::kube_context;
 use crate::operator::{OperatorOptions, OperatorProcess};
-
-/// Sum of every series of `name` in Prometheus text.
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
-        .sum()
-}
+use crate::prom::{family_sum, sample};
 
 /// Resource versions of every ObservedTraffic and ClientIntents of the case.
 async fn versions(setup: &Setup) -> crate::Result<Vec<String>> {
@@ -153,13 +145,13 @@ async fn hand_edits_settle_in(setup: &Setup) -> Outcome {
     // Settled: nothing written for a while (flush interval 1 s here).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = step("versions", versions(setup).await)?;
-    let writes_before = metric_sum(
+    let writes_before = family_sum(
         &step("metrics", setup.operator.metrics().await)?,
         "trafficmap_operator_api_writes_total",
     );
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = step("versions", versions(setup).await)?;
-    let writes_after = metric_sum(
+    let writes_after = family_sum(
         &step("metrics", setup.operator.metrics().await)?,
         "trafficmap_operator_api_writes_total",
     );
@@ -327,14 +319,14 @@ async fn two_replicas_in(setup: &mut Setup) -> Outcome {
         "targets",
         setup.wait_for_targets("client", &["server"]).await,
     )?;
-    let follower_writes = metric_sum(
+    let follower_writes = family_sum(
         &step("follower metrics", follower.metrics().await)?,
         "trafficmap_operator_api_writes_total",
     );
     ensure(follower_writes == 0.0, || {
         format!("the follower wrote {follower_writes} times")
     })?;
-    let leader_gauge = metric_value(
+    let leader_gauge = sample(
         &step("metrics", setup.operator.metrics().await)?,
         "trafficmap_operator_leader",
     );

@@ -8,6 +8,32 @@ const SNIFFER: &str = "trafficmap-pack-sniffer";
 /// An account bound to nothing: what every authenticated account may do anyway.
 const NOBODY: &str = "trafficmap-pack-nobody";
 
+/// Lines of a log that report a request the API server refused for want of permission: its
+/// `Forbidden` status (message "... is forbidden: ...", reason `Forbidden`, code 403). A `403`
+/// elsewhere (a timestamp, an id, a port) is not one.
+fn api_refusals(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| {
+            line.to_ascii_lowercase().contains("forbidden") || line.contains("code: 403")
+        })
+        .collect()
+}
+
+#[test]
+fn a_refusal_is_found_by_its_status_not_by_a_403_anywhere() {
+    let quiet =
+        "2026-12-03T17:32:23.403644Z INFO watching pods resource_version=\"1403\" port=8403";
+    assert!(api_refusals(quiet).is_empty());
+    for refused in [
+        "WARN list failed: ApiError: pods is forbidden: User \"system:serviceaccount:trafficmap:op\" \
+         cannot list resource \"pods\": Forbidden (ErrorResponse { status: \"Failure\", reason: \"Forbidden\", code: 403 })",
+        r#"{"level":"WARN","fields":{"error":"{\"kind\":\"Status\",\"reason\":\"Forbidden\",\"code\":403}"}}"#,
+        "ERROR watch: status code: 403",
+    ] {
+        assert_eq!(api_refusals(&format!("{quiet}\n{refused}")), vec![refused]);
+    }
+}
+
 fn account(name: &str) -> String {
     format!("system:serviceaccount:{NAMESPACE}:{name}")
 }
@@ -244,9 +270,11 @@ async fn the_operator_starts_with_its_own_account(sets: &[&str]) {
     // Let the watches run a moment: a missing permission shows up as a refused list or watch.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let text = std::fs::read_to_string(&log).expect("operator log");
+    let refused = api_refusals(&text);
     assert!(
-        !text.contains("forbidden") && !text.contains("403"),
-        "the operator was refused something:\n{}",
+        refused.is_empty(),
+        "the operator was refused something:\n{}\n\nlog tail:\n{}",
+        refused.join("\n"),
         operator.log_tail()
     );
     operator.terminate();
