@@ -29,7 +29,7 @@ FUZZ_TARGETS ?= sniffer/fuzz:packet_to_observations:9000 \
 	crds/fuzz:render_client_intents:65536
 
 .PHONY: setup help build go-binaries test unit-test e2e-test lint crds fuzz chaos control-plane-up \
-	control-plane-down down demo scenario helm config images bench bpf bpf-check
+	control-plane-down down demo rust-binaries scenario helm config images bench bpf bpf-check
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ setup: ## Check for and install what TARGETS need (default: every target's tools
 
 build: go-binaries ## Build every crate, the local control plane and CoreDNS
 	$(CARGO) build --workspace --all-targets
+
+rust-binaries: ## Build the workspace's binaries (debug)
+	$(CARGO) build --workspace --bins
 
 go-binaries: ## Build the local control plane (and kube-proxy) and CoreDNS from their Go modules
 	$(CONTROL_PLANE) build
@@ -119,8 +122,7 @@ control-plane-down: ## Stop the local control plane and remove its data
 
 scenario: ## Run one scenario (SCENARIO=path.yaml, SCENARIO_FLAGS=--sniffer-late; root); prints recall and precision
 	@$(SETUP) scenario
-	$(MAKE) go-binaries
-	$(CARGO) build --workspace --bins
+	$(MAKE) -j2 go-binaries rust-binaries
 	$(CONTROL_PLANE) up >/dev/null
 	$(NODE) scenario $(SCENARIO_FLAGS) $(SCENARIO)
 
@@ -137,8 +139,7 @@ bench: ## Issue 8 figures on release builds with a control plane of its own (~15
 
 demo: ## The ecom demo end to end, then the map (KEEP=1 leaves it running; root)
 	@$(SETUP) demo
-	$(MAKE) go-binaries
-	$(CARGO) build --workspace --bins
+	$(MAKE) -j2 go-binaries rust-binaries
 	KEEP=$(KEEP) SCENARIO=$(SCENARIO) e2e/demo.sh
 
 down: ## Stop everything the project started (a kept demo, a killed run's leftovers, the control plane)
