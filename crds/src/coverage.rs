@@ -155,7 +155,9 @@ fn covers_internet(intent: &IntentInternet, target: &InternetTarget) -> bool {
     by_name || by_ip
 }
 
-fn domain_matches(pattern: &str, name: &str) -> bool {
+/// Whether the DNS name `name` (lower case, no trailing dot) is `pattern`, or matches it as
+/// `*.suffix` (one label or more before the suffix).
+pub fn domain_matches(pattern: &str, name: &str) -> bool {
     let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
     match pattern.strip_prefix("*.") {
         Some(suffix) => name

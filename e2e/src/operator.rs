@@ -100,6 +100,8 @@ impl OperatorProcess {
             "10.96.0.0/16",
             "--flush-interval",
             "1s",
+            // The tests check drafts; users opt in (chart value emitClientIntents).
+            "--emit-client-intents=true",
         ]
         .map(String::from)
         .into();

@@ -14,7 +14,7 @@ use crate::resolve::IpCidr;
 #[command(version, about = "The trafficmap operator: resolves sniffer reports to workloads, keeps one ObservedTraffic per client workload and emits draft Otterize ClientIntents.", long_about = None, after_help = "\
 Examples:
   trafficmap-operator --namespace trafficmap --leader-elect
-  trafficmap-operator --emit-client-intents=false --flush-interval 10s
+  trafficmap-operator --emit-client-intents --flush-interval 10s
   trafficmap-operator --exclude-namespace kube-system --exclude-namespace trafficmap
   trafficmap-operator --tls-cert-file /tls/tls.crt --tls-key-file /tls/tls.key")]
 pub struct Args {
@@ -96,8 +96,11 @@ pub struct Args {
     /// three API requests in a row, so this bounds the requests in flight.
     #[arg(long, env = "TRAFFICMAP_WRITE_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub write_concurrency: u16,
-    /// Whether draft ClientIntents are written.
-    #[arg(long, env = "TRAFFICMAP_EMIT_CLIENT_INTENTS", default_value_t = true, action = ArgAction::Set)]
+    /// Write a draft ClientIntents per client workload into its namespace. Off by default: an
+    /// intents-operator that enforces (active mode, a ProtectedService, an enforced namespace)
+    /// would enforce unreviewed drafts and block every client not observed yet. Export the
+    /// drafts with `kubectl trafficmap export`, review them, and apply them yourself.
+    #[arg(long, env = "TRAFFICMAP_EMIT_CLIENT_INTENTS", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", overrides_with = "emit_client_intents")]
     pub emit_client_intents: bool,
     /// Elect a leader through a Lease (run with 2 replicas); off: this replica leads.
     #[arg(long, env = "TRAFFICMAP_LEADER_ELECT", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -171,7 +174,10 @@ mod tests {
     fn defaults_parse_and_name_the_service() {
         let args = Args::parse_from(["trafficmap-operator"]);
         assert_eq!(args.flush_interval, Duration::from_secs(5));
-        assert!(args.emit_client_intents);
+        assert!(
+            !args.emit_client_intents,
+            "drafts in the cluster are opt-in"
+        );
         assert!(!args.leader_elect);
         assert_eq!(args.write_concurrency, 16);
         assert_eq!(
@@ -192,15 +198,21 @@ mod tests {
     }
 
     #[test]
-    fn emission_can_be_turned_off_and_leader_election_on() {
+    fn emission_can_be_turned_on_and_leader_election_on() {
         let args = Args::parse_from([
             "trafficmap-operator",
-            "--emit-client-intents=false",
+            "--emit-client-intents",
             "--leader-elect",
             "--sniffer-service-account",
             "nodes/agent",
         ]);
-        assert!(!args.emit_client_intents);
+        assert!(args.emit_client_intents);
+        let last_wins = Args::parse_from([
+            "trafficmap-operator",
+            "--emit-client-intents=true",
+            "--emit-client-intents=false",
+        ]);
+        assert!(!last_wins.emit_client_intents);
         assert!(args.leader_elect);
         assert_eq!(args.sniffer_account(), ("nodes".into(), "agent".into()));
     }

@@ -18,7 +18,7 @@ use trafficmap_operator::ingest::{self, IngestConfig};
 use trafficmap_operator::leader::{self, LeaseConfig};
 use trafficmap_operator::metrics::Metrics;
 use trafficmap_operator::now_ms;
-use trafficmap_operator::reconcile::{Writer, WriterConfig};
+use trafficmap_operator::reconcile::{IntentsSync, Writer, WriterConfig};
 use trafficmap_operator::resolve::ResolveConfig;
 use trafficmap_operator::resolve::{Index, ServiceKey};
 use trafficmap_operator::store::{restore, watch};
@@ -162,7 +162,10 @@ async fn run(args: Args) -> Result<(), String> {
         metrics.clone(),
         ledger,
     );
-    let writer_task = tokio::spawn(writer.run(write_rx, work.clone()));
+    let (redecide_tx, redecide_rx) = mpsc::unbounded_channel();
+    let writer_task = tokio::spawn(writer.run(write_rx, redecide_rx, work.clone()));
+    let intents_sync = IntentsSync::new(client.clone(), metrics.clone(), redecide_tx);
+    let intents_task = tokio::spawn(intents_sync.run(work.clone()));
 
     let listener = tokio::net::TcpListener::bind(args.ingest_addr)
         .await
@@ -199,6 +202,7 @@ async fn run(args: Args) -> Result<(), String> {
         let _ = watches.await;
         let _ = engine_task.await;
         let _ = writer_task.await;
+        let _ = intents_task.await;
     })
     .await;
     if drained.is_err() {

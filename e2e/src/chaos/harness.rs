@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 use trafficmap_api::observed::Protocol;
-use trafficmap_api::report::{ClientId, ConnectionObservation, REPORT_VERSION};
+use trafficmap_api::report::{ClientId, ConnectionObservation, DnsObservation, REPORT_VERSION};
 use trafficmap_api::{Observation, ObservedTraffic, Report};
 
 use crate::cluster::{TestNamespace, admin_client, wait_for};
@@ -54,6 +54,22 @@ pub fn connection(client: IpAddr, server: IpAddr, port: u16) -> Observation {
         server_ip: server,
         server_port: port,
         protocol: Protocol::Tcp,
+        first_seen_ms: at,
+        last_seen_ms: at,
+    })
+}
+
+/// A DNS observation: `client` got `answer` for `name`, now.
+pub fn dns(client: IpAddr, name: &str, answer: IpAddr) -> Observation {
+    let at = now_ms();
+    Observation::Dns(DnsObservation {
+        client: ClientId {
+            ip: client,
+            pod_uid: None,
+        },
+        name: name.into(),
+        ips: vec![answer],
+        ttl_seconds: 30,
         first_seen_ms: at,
         last_seen_ms: at,
     })

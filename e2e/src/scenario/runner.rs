@@ -492,6 +492,8 @@ async fn start_operator(client: &Client, run_dir: &Path) -> Result<(ManagedProce
             sim::CLUSTER_DOMAIN,
             "--flush-interval",
             "1s",
+            // The runner compares the drafts too; users opt in (chart value emitClientIntents).
+            "--emit-client-intents=true",
         ]);
     let mut process = ManagedProcess::spawn(
         "trafficmap-operator",

@@ -72,7 +72,8 @@ impl Drop for Release {
 }
 
 /// What the operator's code calls, each as a `can-i` question (see operator/src: store/watch.rs,
-/// store/restore.rs, reconcile/writer.rs, ingest/server.rs, ingest/tls.rs, leader.rs).
+/// store/restore.rs, reconcile/writer.rs, reconcile/intents_sync.rs, ingest/server.rs,
+/// ingest/tls.rs, leader.rs).
 fn needed() -> Vec<Vec<String>> {
     let ns = NAMESPACE;
     let mut questions: Vec<String> = Vec::new();
@@ -102,6 +103,9 @@ fn needed() -> Vec<Vec<String>> {
             "get clientintents.k8s.otterize.com -n shop",
             "create clientintents.k8s.otterize.com -n shop",
             "patch clientintents.k8s.otterize.com -n shop",
+            "list clientintents.k8s.otterize.com -A",
+            "watch clientintents.k8s.otterize.com -A",
+            "patch clientintents.k8s.otterize.com --subresource=status -n shop",
         ]
         .map(String::from),
     );

@@ -1,9 +1,13 @@
 //! Deciding a client's ClientIntents: emit trafficmap's draft, or leave someone else's intents
 //! alone and report what they do not cover. Pure: the writer does the reading and writing.
+//! Whose an existing object is comes from who wrote it ([`trafficmap_api::ownership`]).
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::Resource;
 use trafficmap_api::coverage::uncovered_targets;
+use trafficmap_api::ownership::{Ownership, ownership};
 use trafficmap_api::{ClientIntents, MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObservedTraffic};
 
 /// Condition type on ObservedTraffic about the draft.
@@ -25,29 +29,24 @@ pub enum IntentsDecision {
     },
 }
 
-/// Whether trafficmap created this ClientIntents (and may therefore change it).
-pub fn is_ours(intents: &ClientIntents) -> bool {
-    intents
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .is_some_and(|v| v == MANAGED_BY_VALUE)
-}
-
 /// Decides for `observed` (with its status and uid) given the ClientIntents of the same name in
-/// the client's namespace, if any.
+/// the client's namespace, if any. A draft carries our label and an owner reference to the
+/// ObservedTraffic (so that it goes with it); the existing object's resourceVersion goes with
+/// it, so that a reviewed copy applied since it was read makes the write fail, not vanish.
 pub fn decide(observed: &ObservedTraffic, existing: Option<&ClientIntents>) -> IntentsDecision {
-    if let Some(existing) = existing.filter(|e| !is_ours(e)) {
+    if let Some((existing, Ownership::User { writers })) = existing.map(|e| (e, ownership(e))) {
         let uncovered = uncovered_targets(observed, existing);
         let name = existing.metadata.name.clone().unwrap_or_default();
+        let by = if writers.is_empty() {
+            "was not created by trafficmap".to_string()
+        } else {
+            format!("was written by {}", writers.join(", "))
+        };
         let message = if uncovered.is_empty() {
-            format!(
-                "ClientIntents {name} was not created by trafficmap and covers every observed call"
-            )
+            format!("ClientIntents {name} {by} and covers every observed call")
         } else {
             format!(
-                "ClientIntents {name} was not created by trafficmap; {} observed call(s) are not covered",
+                "ClientIntents {name} {by}; {} observed call(s) are not covered",
                 uncovered.len()
             )
         };
@@ -67,6 +66,11 @@ pub fn decide(observed: &ObservedTraffic, existing: Option<&ClientIntents>) -> I
             };
         }
     };
+    draft.metadata.labels = Some(BTreeMap::from([(
+        MANAGED_BY_LABEL.to_string(),
+        MANAGED_BY_VALUE.to_string(),
+    )]));
+    draft.metadata.resource_version = existing.and_then(|e| e.metadata.resource_version.clone());
     if let (Some(name), Some(uid)) = (&observed.metadata.name, &observed.metadata.uid) {
         draft.metadata.owner_references = Some(vec![OwnerReference {
             api_version: ObservedTraffic::api_version(&()).into_owned(),
@@ -105,8 +109,7 @@ pub fn condition(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
     use k8s_openapi::jiff::Timestamp;
     use trafficmap_api::WorkloadRef;
     use trafficmap_api::intents::{ClientIntentsSpec, Workload};
@@ -147,7 +150,7 @@ mod tests {
         ot
     }
 
-    fn intents(labels: Option<BTreeMap<String, String>>) -> ClientIntents {
+    fn intents(labels: Option<BTreeMap<String, String>>, writers: &[&str]) -> ClientIntents {
         let mut ci = ClientIntents::new(
             "checkout",
             ClientIntentsSpec {
@@ -159,23 +162,42 @@ mod tests {
             },
         );
         ci.metadata.labels = labels;
+        ci.metadata.resource_version = Some("42".into());
+        ci.metadata.managed_fields = Some(
+            writers
+                .iter()
+                .map(|manager| ManagedFieldsEntry {
+                    manager: Some((*manager).into()),
+                    operation: Some("Apply".into()),
+                    fields_v1: Some(FieldsV1(serde_json::json!({"f:spec": {"f:targets": {}}}))),
+                    ..ManagedFieldsEntry::default()
+                })
+                .collect(),
+        );
         ci
+    }
+
+    fn labelled() -> Option<BTreeMap<String, String>> {
+        Some(BTreeMap::from([(
+            MANAGED_BY_LABEL.into(),
+            MANAGED_BY_VALUE.into(),
+        )]))
     }
 
     #[test]
     fn a_draft_is_applied_when_no_intents_exist_or_they_are_ours() {
-        for existing in [
-            None,
-            Some(intents(Some(BTreeMap::from([(
-                MANAGED_BY_LABEL.into(),
-                MANAGED_BY_VALUE.into(),
-            )])))),
-        ] {
+        for existing in [None, Some(intents(labelled(), &["trafficmap"]))] {
             match decide(&observed(), existing.as_ref()) {
                 IntentsDecision::Apply(draft) => {
                     let owner = &draft.metadata.owner_references.as_ref().expect("owner")[0];
                     assert_eq!(owner.kind, "ObservedTraffic");
                     assert_eq!(owner.uid, "0b4cbd6e-0000-0000-0000-000000000001");
+                    assert_eq!(draft.metadata.labels, labelled());
+                    assert_eq!(
+                        draft.metadata.resource_version.as_deref(),
+                        existing.as_ref().map(|_| "42"),
+                        "the write is conditional on the object read"
+                    );
                     assert_eq!(draft.spec.targets.len(), 1);
                 }
                 other => panic!("expected a draft, got {other:?}"),
@@ -200,14 +222,25 @@ mod tests {
 
     #[test]
     fn someone_elses_intents_are_left_alone_and_uncovered_calls_reported() {
-        match decide(&observed(), Some(&intents(None))) {
-            IntentsDecision::Skip {
-                reason, uncovered, ..
-            } => {
-                assert_eq!(reason, "ExternallyManaged");
-                assert_eq!(uncovered, ["cart.shop"]);
+        for (existing, by) in [
+            (intents(None, &[]), "was not created by trafficmap"),
+            (
+                intents(labelled(), &["trafficmap", "gitops"]),
+                "was written by gitops",
+            ),
+        ] {
+            match decide(&observed(), Some(&existing)) {
+                IntentsDecision::Skip {
+                    reason,
+                    uncovered,
+                    message,
+                } => {
+                    assert_eq!(reason, "ExternallyManaged");
+                    assert_eq!(uncovered, ["cart.shop"]);
+                    assert!(message.contains(by), "{message}");
+                }
+                other => panic!("expected a skip, got {other:?}"),
             }
-            other => panic!("expected a skip, got {other:?}"),
         }
     }
 

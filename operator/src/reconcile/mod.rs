@@ -1,10 +1,13 @@
 //! The only code that writes to the API server's ObservedTraffic and ClientIntents: status
 //! snapshots from the engine become server-side applies under one field manager ([`writer`]),
 //! with the draft ClientIntents decided per client ([`intents`]), in the order of the
-//! [`queue`].
+//! [`queue`]; [`intents_sync`] releases drafts that others have written and publishes
+//! `status.resolvedIPs` on every ClientIntents that names internet domains.
 
 pub mod intents;
+pub mod intents_sync;
 pub mod queue;
 pub mod writer;
 
+pub use intents_sync::IntentsSync;
 pub use writer::{Writer, WriterConfig};

@@ -20,11 +20,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use trafficmap_api::intents::ClientIntentsSpec;
 use trafficmap_api::observed::ObservedTrafficStatus;
-use trafficmap_api::{ClientIntents, FIELD_MANAGER, ObservedTraffic};
+use trafficmap_api::{ClientIntents, FIELD_MANAGER, ObservedTraffic, WorkloadRef};
 
 use crate::resolve::Workload;
 
 use super::intents::{IntentsDecision, condition, decide};
+use super::intents_sync::ClientKey;
 use super::queue::{Queued, WriteQueue};
 use crate::durable::Ledger;
 use crate::engine::StatusWrite;
@@ -90,10 +91,12 @@ impl Writer {
     }
 
     /// Writes what the engine hands over until the channel closes (after the engine's final
-    /// flush) or, with writes failing, `shutdown` fires.
+    /// flush) or, with writes failing, `shutdown` fires. A client named on `redecide` (its
+    /// ClientIntents changed hands or content) is written again from its latest snapshot.
     pub async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Vec<StatusWrite>>,
+        mut redecide: mpsc::UnboundedReceiver<ClientKey>,
         shutdown: CancellationToken,
     ) {
         let context = Arc::new(Context {
@@ -130,6 +133,7 @@ impl Writer {
                     Some(batch) => self.enqueue(batch),
                     None => closed = true,
                 },
+                Some(key) = redecide.recv() => self.requeue(|c| c.namespace == key.namespace && c.name == key.name),
                 Some(done) = writes.next(), if !writes.is_empty() => {
                     if self.finish(done) {
                         backoff = RETRY_MIN;
@@ -164,6 +168,22 @@ impl Writer {
                     since: now,
                 },
             );
+        }
+    }
+
+    /// Queues again, from its latest snapshot, every client that `which` picks.
+    fn requeue(&mut self, which: impl Fn(&WorkloadRef) -> bool) {
+        let now = Instant::now();
+        for (client, (status, generation)) in &self.latest {
+            if which(client.get()) {
+                let queued = Queued {
+                    status: status.clone(),
+                    generation: *generation,
+                    urgent: false,
+                    since: now,
+                };
+                self.queue.push(client.clone(), queued);
+            }
         }
     }
 
@@ -250,16 +270,7 @@ impl Writer {
         if was != Some(present) {
             tracing::info!(present, "ClientIntents CRD presence");
             if present {
-                let now = Instant::now();
-                for (client, (status, generation)) in &self.latest {
-                    let queued = Queued {
-                        status: status.clone(),
-                        generation: *generation,
-                        urgent: false,
-                        since: now,
-                    };
-                    self.queue.push(client.clone(), queued);
-                }
+                self.requeue(|_| true);
             }
         }
     }
