@@ -15,7 +15,6 @@ use crate::intents::{
 };
 use crate::naming::client_intents_name;
 use crate::observed::ObservedTraffic;
-use crate::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// Target kind that the operator records for the API server (rendered as a `service` target).
 pub const SERVICE_KIND: &str = "Service";
@@ -64,9 +63,9 @@ fn is_dns1123_label(s: &str) -> bool {
     }
 }
 
-/// Renders the draft ClientIntents for the client of `observed`: in the client's namespace,
-/// labelled as managed by trafficmap, with no owner references (the operator adds its own, an
-/// export must not carry one).
+/// Renders the ClientIntents for the client of `observed`, in the client's namespace, with no
+/// mark of trafficmap's (no label, no owner reference): what `export` writes is the reviewer's
+/// to apply, and the operator adds its marks to its own drafts (`ownership`).
 pub fn render_client_intents(observed: &ObservedTraffic) -> ClientIntents {
     let client = &observed.spec.client;
     let qualify = |name: &str, namespace: &str| {
@@ -139,10 +138,6 @@ pub fn render_client_intents(observed: &ObservedTraffic) -> ClientIntents {
         metadata: ObjectMeta {
             name: Some(client_intents_name(&client.name)),
             namespace: Some(client.namespace.clone()),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY_LABEL.to_string(),
-                MANAGED_BY_VALUE.to_string(),
-            )])),
             ..ObjectMeta::default()
         },
         spec: ClientIntentsSpec {
@@ -317,13 +312,10 @@ targets:
     }
 
     #[test]
-    fn drafts_carry_the_managed_by_label_and_no_owner() {
+    fn what_is_rendered_carries_no_mark_of_ours() {
         let ci = render_client_intents(&observed(vec![], vec![]));
-        let labels = ci.metadata.labels.expect("labels");
-        assert_eq!(
-            labels.get(MANAGED_BY_LABEL).map(String::as_str),
-            Some("trafficmap")
-        );
+        assert!(ci.metadata.labels.is_none());
+        assert!(ci.metadata.annotations.is_none());
         assert!(ci.metadata.owner_references.is_none());
         assert!(ci.spec.targets.is_empty());
     }

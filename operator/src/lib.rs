@@ -18,6 +18,7 @@ pub mod fast_hash;
 pub mod ingest;
 pub mod leader;
 pub mod metrics;
+pub mod policy;
 pub mod reconcile;
 pub mod resolve;
 pub mod store;

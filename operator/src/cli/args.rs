@@ -36,7 +36,11 @@ Examples:
   # One file per client workload (<workload>.<namespace>.yaml), ready to commit to Git
   kubectl trafficmap export --output-type dir -o intents/
   # Check what the cluster would accept
-  kubectl trafficmap export -o intents.yaml && kubectl apply --dry-run=server -f intents.yaml";
+  kubectl trafficmap export -o intents.yaml && kubectl apply --dry-run=server -f intents.yaml
+  # Kubernetes NetworkPolicy instead: per client egress, per server ingress, one file per workload
+  kubectl trafficmap export --format networkpolicy --output-type dir -o policies/
+  # Refuse while a workload has been observed for less than a week
+  kubectl trafficmap export --min-observed 7d -o intents.yaml";
 
 const DIFF_EXAMPLES: &str = "\
 Examples:
@@ -119,7 +123,7 @@ pub enum Command {
     /// Print each client workload and what it calls.
     #[command(after_help = LIST_EXAMPLES)]
     List,
-    /// Write the draft ClientIntents (k8s.otterize.com/v2beta1) for the observed calls.
+    /// Write the draft ClientIntents (k8s.otterize.com/v2beta1), or NetworkPolicy, for the observed calls.
     #[command(after_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
     /// Compare observed calls with ClientIntents in the cluster or in files.
@@ -148,15 +152,33 @@ pub struct ExportArgs {
     /// One file holding every object, or a directory with one file per client workload.
     #[arg(long = "output-type", value_enum, default_value_t = OutputType::File)]
     pub output_type: OutputType,
+    /// Refuse to export (exit 3, naming each) when a workload has been observed for less than
+    /// this (e.g. `7d`): a workload that runs rarely, such as a nightly CronJob, would otherwise
+    /// be locked out of the calls it has not made yet.
+    #[arg(long = "min-observed", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub min_observed: Option<std::time::Duration>,
+    /// The cluster DNS Service, `namespace/name`, whose pods every NetworkPolicy lets clients
+    /// query (with `--format networkpolicy`).
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        default_value = "kube-system/kube-dns"
+    )]
+    pub cluster_dns_service: String,
 }
 
-/// How ClientIntents are serialized.
+/// What `export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// Multi-document YAML, `---` separated.
+    /// ClientIntents as multi-document YAML, `---` separated.
     Yaml,
-    /// JSON: a `v1` `List` whose `items` array holds the objects (what `kubectl apply -f` reads).
+    /// ClientIntents as JSON: a `v1` `List` whose `items` array holds the objects (what
+    /// `kubectl apply -f` reads).
     Json,
+    /// Kubernetes NetworkPolicy (YAML): per client workload egress to cluster DNS, its targets
+    /// and the internet addresses seen; per server workload ingress from its clients.
+    #[value(name = "networkpolicy")]
+    NetworkPolicy,
 }
 
 /// Where an export goes.

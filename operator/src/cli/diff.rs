@@ -297,7 +297,10 @@ metadata:
 
     #[test]
     fn covered_calls_give_a_clean_report() {
-        let exported = crate::cli::export::render_all(&map());
+        let exported: Vec<_> = crate::cli::export::render_all(&map())
+            .into_iter()
+            .map(|e| e.intents)
+            .collect();
         let report = diff(&map(), &exported, &MapFilter::default());
         assert!(!report.has_uncovered());
         assert!(report.clients.is_empty());
@@ -339,7 +342,11 @@ metadata:
 
     #[test]
     fn json_arrays_lists_and_old_versions() {
-        let json = serde_json::to_string(&crate::cli::export::render_all(&map())).expect("json");
+        let rendered: Vec<_> = crate::cli::export::render_all(&map())
+            .into_iter()
+            .map(|e| e.intents)
+            .collect();
+        let json = serde_json::to_string(&rendered).expect("json");
         assert_eq!(parse_intents(&json).expect("array").len(), 2);
         let list = format!("{{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":{json}}}");
         assert_eq!(parse_intents(&list).expect("list").len(), 2);

@@ -94,6 +94,18 @@ pub enum CliError {
     /// Flags that do not go together.
     #[error("{0}")]
     Usage(String),
+    /// `export --min-observed`: workloads not observed long enough.
+    #[error(
+        "not exporting: {} workload(s) observed for less than {min}, so calls they make rarely may be missing:\n  - {}\nMap for longer, or export them with a smaller --min-observed.",
+        workloads.len(),
+        workloads.join("\n  - ")
+    )]
+    ObservedTooBriefly {
+        /// `--min-observed` as given.
+        min: String,
+        /// One line per workload.
+        workloads: Vec<String>,
+    },
 }
 
 impl CliError {

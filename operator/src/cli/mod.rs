@@ -15,12 +15,13 @@ pub mod files;
 pub mod filter;
 pub mod image;
 pub mod list;
+pub mod netpol;
 pub mod reset;
 pub mod run;
 pub mod visualize;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 pub use args::Cli;
 pub use error::{CliError, EXIT_ERROR};

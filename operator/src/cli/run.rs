@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 
 use crate::cli::args::{
-    Cli, Command, CommonArgs, DiffArgs, ExportArgs, GraphFormat, OutputType, VisualizeArgs,
+    Cli, Command, CommonArgs, DiffArgs, ExportArgs, ExportFormat, GraphFormat, OutputType,
+    VisualizeArgs,
 };
-use crate::cli::cluster::Cluster;
+use crate::cli::cluster::{Cluster, DraftDeletion};
 use crate::cli::error::CliError;
 use crate::cli::filter::{MapFilter, ServerRef};
-use crate::cli::{diff, export, files, image, list, reset, visualize};
+use crate::cli::{diff, export, files, image, list, netpol, reset, visualize};
 
 /// Exit code of `diff` when a call is not covered.
 pub const EXIT_UNCOVERED: u8 = 1;
@@ -48,7 +49,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             let cluster = Cluster::connect(&cli.common).await?;
             let observed = filter.apply(cluster.observed_traffic().await?);
-            let items = reset::plan(&observed);
+            let namespaces: BTreeSet<String> = observed
+                .iter()
+                .map(|o| o.spec.client.namespace.clone())
+                .collect();
+            let intents = cluster.client_intents_if_installed(&namespaces).await?;
+            let items = reset::plan(&observed, &intents);
             if items.is_empty() || !args.yes {
                 emit(reset::format_plan(&items).as_bytes());
                 return Ok(if items.is_empty() {
@@ -64,6 +70,24 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     format!("observedtraffic/{} {what} ({})\n", item.object, item.client)
                         .as_bytes(),
                 );
+                let Some(fate) = &item.intents else {
+                    continue;
+                };
+                let line = if fate.delete {
+                    let object = format!("clientintents/{} in {}", fate.name, fate.namespace);
+                    match cluster.delete_draft(&fate.namespace, &fate.name).await? {
+                        DraftDeletion::Deleted => format!("{object} deleted (draft)"),
+                        DraftDeletion::Gone => format!("{object} already gone"),
+                        DraftDeletion::Kept(writers) => reset::describe(&reset::IntentsFate {
+                            delete: false,
+                            writers,
+                            ..fate.clone()
+                        }),
+                    }
+                } else {
+                    reset::describe(fate)
+                };
+                emit(format!("{line}\n").as_bytes());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -98,6 +122,27 @@ async fn export_command(
     args: &ExportArgs,
 ) -> Result<ExitCode, CliError> {
     let observed = fetch(common, filter).await?;
+    if let Some(min) = args.min_observed {
+        let brief =
+            export::observed_too_briefly(&observed, min, k8s_openapi::jiff::Timestamp::now());
+        if !brief.is_empty() {
+            return Err(CliError::ObservedTooBriefly {
+                min: humantime::format_duration(min).to_string(),
+                workloads: brief,
+            });
+        }
+    }
+    let encoding = match args.format {
+        ExportFormat::Yaml => export::Encoding::Yaml,
+        ExportFormat::Json => export::Encoding::Json,
+        ExportFormat::NetworkPolicy => {
+            let cluster = Cluster::connect(common).await?;
+            let inventory = cluster
+                .inventory(&observed, &args.cluster_dns_service)
+                .await?;
+            return export_network_policies(&observed, &inventory, args);
+        }
+    };
     let intents = export::render_all(&observed);
     for line in export::unrenderable(&observed) {
         note(&line);
@@ -105,13 +150,27 @@ async fn export_command(
     if intents.is_empty() {
         note(&format!("{} Nothing to export.", list::NOTHING_OBSERVED));
     }
+    write_export(
+        args,
+        || export::serialize_per_client(&intents, encoding),
+        || export::serialize_all(&intents, encoding),
+    )
+}
+
+/// Writes an export: one file per workload into the `-o` directory with `--output-type dir`,
+/// else one text to `-o` or stdout.
+fn write_export(
+    args: &ExportArgs,
+    per_workload: impl FnOnce() -> Result<Vec<(String, String)>, CliError>,
+    all: impl FnOnce() -> Result<String, CliError>,
+) -> Result<ExitCode, CliError> {
     match args.output_type {
         OutputType::Dir => {
             let dir = args.output.as_deref().ok_or_else(|| {
                 CliError::Usage("--output-type dir needs -o DIR, the directory to write".into())
             })?;
             std::fs::create_dir_all(dir).map_err(CliError::io(dir))?;
-            let written = export::serialize_per_client(&intents, args.format)?;
+            let written = per_workload()?;
             for (name, content) in &written {
                 files::write_file(&dir.join(name), content.as_bytes())?;
             }
@@ -121,12 +180,26 @@ async fn export_command(
                 dir.display()
             ));
         }
-        OutputType::File => {
-            let text = export::serialize_all(&intents, args.format)?;
-            write_output(args.output.as_deref(), text.as_bytes())?;
-        }
+        OutputType::File => write_output(args.output.as_deref(), all()?.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the NetworkPolicies of `observed`, noting what could not be expressed.
+fn export_network_policies(
+    observed: &[trafficmap_api::ObservedTraffic],
+    inventory: &crate::policy::inventory::Inventory,
+    args: &ExportArgs,
+) -> Result<ExitCode, CliError> {
+    let rendered = crate::policy::networkpolicy::render(observed, inventory);
+    for line in &rendered.notes {
+        note(line);
+    }
+    write_export(
+        args,
+        || netpol::serialize_per_workload(&rendered),
+        || netpol::serialize_all(&rendered),
+    )
 }
 
 async fn diff_command(

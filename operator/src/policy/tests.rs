@@ -1,0 +1,256 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
+use trafficmap_api::observed::Protocol;
+
+use super::inventory::{Inventory, ServiceInfo, ServicePort, WorkloadKey, WorkloadPods};
+use super::networkpolicy::render;
+use crate::cli::fixtures::{client, internet, target};
+
+fn app(name: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([("app".to_string(), name.to_string())])),
+        match_expressions: None,
+    }
+}
+
+fn pods(name: &str, host_network: bool) -> WorkloadPods {
+    WorkloadPods {
+        selector: app(name),
+        host_network,
+    }
+}
+
+/// checkout and cart in shop, ledger in pay; Services in front of cart (80 -> http) and ledger
+/// (9090 -> 9091); CoreDNS in kube-system; one node; the API server at 10.0.0.1:6443.
+fn inventory() -> Inventory {
+    let mut inv = Inventory {
+        cluster_dns: Some(("kube-system".into(), app("kube-dns"))),
+        node_ips: vec!["10.0.0.5".parse().expect("ip")],
+        api_server: vec![("10.0.0.1".parse().expect("ip"), 6443)],
+        ..Inventory::default()
+    };
+    for (ns, name) in [("shop", "checkout"), ("shop", "cart"), ("pay", "ledger")] {
+        inv.workloads
+            .insert(WorkloadKey::new(ns, name), pods(name, false));
+    }
+    inv.services.insert(
+        WorkloadKey::new("shop", "cart"),
+        ServiceInfo {
+            headless: false,
+            ports: vec![ServicePort {
+                port: 80,
+                protocol: Protocol::Tcp,
+                target: IntOrString::String("http".into()),
+            }],
+        },
+    );
+    inv.services.insert(
+        WorkloadKey::new("pay", "ledger"),
+        ServiceInfo {
+            headless: false,
+            ports: vec![ServicePort {
+                port: 9090,
+                protocol: Protocol::Tcp,
+                target: IntOrString::Int(9091),
+            }],
+        },
+    );
+    inv
+}
+
+fn to_json(policies: &[NetworkPolicy]) -> Vec<Value> {
+    policies
+        .iter()
+        .map(|p| serde_json::to_value(p).expect("json"))
+        .collect()
+}
+
+fn tcp(ports: &[Value]) -> Value {
+    Value::Array(
+        ports
+            .iter()
+            .map(|p| json!({"port": p, "protocol": "TCP"}))
+            .collect(),
+    )
+}
+
+fn pods_peer(ns: &str, name: &str) -> Value {
+    json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+        "podSelector": {"matchLabels": {"app": name}},
+    })
+}
+
+#[test]
+fn a_client_gets_egress_to_dns_its_targets_and_the_internet_and_servers_ingress_from_it() {
+    let map = [client(
+        "checkout",
+        "shop",
+        vec![target("cart", "shop", 80), target("ledger", "pay", 9090)],
+        vec![internet(
+            Some("api.stripe.com"),
+            &["192.0.2.1", "192.0.2.2"],
+            443,
+        )],
+    )];
+    let rendered = render(&map, &inventory());
+    assert!(rendered.notes.is_empty(), "{:?}", rendered.notes);
+    let checkout = to_json(&rendered.policies[&WorkloadKey::new("shop", "checkout")]);
+    assert_eq!(
+        checkout,
+        [json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "trafficmap-checkout-egress", "namespace": "shop"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "checkout"}},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [pods_peer("kube-system", "kube-dns")],
+                        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+                    },
+                    {"to": [pods_peer("pay", "ledger")], "ports": tcp(&[json!(9090), json!(9091)])},
+                    {"to": [pods_peer("shop", "cart")], "ports": tcp(&[json!(80), json!("http")])},
+                    {
+                        "to": [{"ipBlock": {"cidr": "192.0.2.1/32"}}, {"ipBlock": {"cidr": "192.0.2.2/32"}}],
+                        "ports": tcp(&[json!(443)]),
+                    },
+                ],
+            },
+        })]
+    );
+    let cart = to_json(&rendered.policies[&WorkloadKey::new("shop", "cart")]);
+    assert_eq!(
+        cart,
+        [json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "trafficmap-cart-ingress", "namespace": "shop"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "cart"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [pods_peer("shop", "checkout")], "ports": tcp(&[json!(80), json!("http")])}],
+            },
+        })]
+    );
+}
+
+#[test]
+fn a_call_that_cannot_be_expressed_leaves_that_policy_out_rather_than_block_it() {
+    let map = [client(
+        "checkout",
+        "shop",
+        vec![target("cart", "shop", 80), target("vanished", "shop", 80)],
+        vec![],
+    )];
+    let rendered = render(&map, &inventory());
+    let checkout = rendered.policies.get(&WorkloadKey::new("shop", "checkout"));
+    assert!(
+        checkout.is_none(),
+        "checkout must stay unisolated: {checkout:?}"
+    );
+    assert_eq!(
+        rendered.notes,
+        [
+            "no egress policy for checkout.shop: the pods of its target vanished.shop cannot be selected"
+        ]
+    );
+    assert!(
+        rendered
+            .policies
+            .contains_key(&WorkloadKey::new("shop", "cart")),
+        "cart's ingress from checkout is still expressible"
+    );
+}
+
+#[test]
+fn host_network_clients_reach_servers_from_the_node_addresses() {
+    let mut inv = inventory();
+    inv.workloads
+        .insert(WorkloadKey::new("shop", "agent"), pods("agent", true));
+    let map = [client(
+        "agent",
+        "shop",
+        vec![target("cart", "shop", 80)],
+        vec![],
+    )];
+    let rendered = render(&map, &inv);
+    assert!(
+        !rendered
+            .policies
+            .contains_key(&WorkloadKey::new("shop", "agent"))
+    );
+    let cart = to_json(&rendered.policies[&WorkloadKey::new("shop", "cart")]);
+    assert_eq!(
+        cart[0]["spec"]["ingress"][0]["from"],
+        json!([{"ipBlock": {"cidr": "10.0.0.5/32"}}])
+    );
+    assert!(
+        rendered.notes[0].contains("host network"),
+        "{:?}",
+        rendered.notes
+    );
+}
+
+#[test]
+fn the_api_server_is_reached_at_its_endpoints() {
+    let mut api = target("kubernetes", "default", 443);
+    api.kind = "Service".into();
+    api.service = Some("kubernetes".into());
+    let map = [client("checkout", "shop", vec![api], vec![])];
+    let rendered = render(&map, &inventory());
+    let egress = to_json(&rendered.policies[&WorkloadKey::new("shop", "checkout")]);
+    assert_eq!(
+        egress[0]["spec"]["egress"][1],
+        json!({"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": tcp(&[json!(443), json!(6443)])})
+    );
+}
+
+#[test]
+fn output_does_not_depend_on_the_order_of_observations() {
+    let map = vec![
+        client(
+            "checkout",
+            "shop",
+            vec![target("cart", "shop", 80), target("ledger", "pay", 9090)],
+            vec![],
+        ),
+        client("cart", "shop", vec![target("ledger", "pay", 9090)], vec![]),
+    ];
+    let mut reversed = map.clone();
+    reversed.reverse();
+    if let Some(status) = reversed[1].status.as_mut() {
+        status.targets.reverse();
+    }
+    assert_eq!(render(&map, &inventory()), render(&reversed, &inventory()));
+}
+
+#[test]
+fn pods_are_selected_by_the_controller_selector_the_cronjob_template_or_the_pod_labels() {
+    use super::inventory::pods_of_object;
+    let deployment = json!({"spec": {
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web", "tier": "front"}}, "spec": {"hostNetwork": true}},
+    }});
+    assert_eq!(
+        pods_of_object("Deployment", &deployment),
+        Some(pods("web", true))
+    );
+    let cronjob = json!({"spec": {"jobTemplate": {"spec": {"template": {
+        "metadata": {"labels": {"app": "nightly"}}, "spec": {},
+    }}}}});
+    assert_eq!(
+        pods_of_object("CronJob", &cronjob),
+        Some(pods("nightly", false))
+    );
+    let pod = json!({"metadata": {"labels": {"app": "solo"}}, "spec": {}});
+    assert_eq!(pods_of_object("Pod", &pod), Some(pods("solo", false)));
+    let unlabelled = json!({"metadata": {}, "spec": {}});
+    assert_eq!(pods_of_object("Pod", &unlabelled), None);
+    assert_eq!(pods_of_object("Widget", &deployment), None);
+}
