@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use kube::api::{Patch, PatchParams};
@@ -29,6 +29,9 @@ use crate::metrics::Metrics;
 
 /// How often gathered changes are handled.
 const SYNC_INTERVAL: Duration = Duration::from_millis(500);
+/// First and longest wait before a ClientIntents whose sync failed is tried again.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// A client workload as a ClientIntents names it: namespace and workload name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -101,6 +104,12 @@ impl IntentsSync {
         intents: &Store<ClientIntents>,
         observed: &Store<ObservedTraffic>,
     ) {
+        let now = Instant::now();
+        for (key, (_, at)) in &state.retries {
+            if *at <= now {
+                state.dirty_intents.insert(key.clone());
+            }
+        }
         if state.dirty_intents.is_empty() && state.dirty_clients.is_empty() {
             return;
         }
@@ -121,12 +130,22 @@ impl IntentsSync {
             .collect();
         for r in gone {
             state.generations.remove(&r);
+            state.retries.remove(&r);
         }
         for ci in due {
             let key = ObjectRef::from(ci.as_ref());
-            if let Err(err) = self.sync_one(state, &ci, observed).await {
-                tracing::warn!(namespace = %ci.namespace().unwrap_or_default(), name = %ci.name_any(), %err, "ClientIntents not synced; trying again");
-                state.dirty_intents.insert(key);
+            match self.sync_one(state, &ci, observed).await {
+                Ok(()) => {
+                    state.retries.remove(&key);
+                }
+                Err(err) => {
+                    let failures = state.retries.get(&key).map_or(0, |(n, _)| *n) + 1;
+                    let delay = (RETRY_MIN * 2u32.saturating_pow(failures - 1)).min(RETRY_MAX);
+                    tracing::warn!(namespace = %ci.namespace().unwrap_or_default(), name = %ci.name_any(), %err, retry_in = ?delay, "ClientIntents not synced");
+                    state
+                        .retries
+                        .insert(key, (failures, Instant::now() + delay));
+                }
             }
         }
     }
@@ -220,6 +239,8 @@ struct SyncState {
     dirty_clients: HashSet<ClientKey>,
     /// Generation of each user-owned ClientIntents last handed to the writer.
     generations: HashMap<ObjectRef<ClientIntents>, i64>,
+    /// ClientIntents whose sync failed: failures in a row, and when to try again.
+    retries: HashMap<ObjectRef<ClientIntents>, (u32, Instant)>,
 }
 
 /// The client a ClientIntents is about.
@@ -266,9 +287,11 @@ where
         .reflect(writer)
         .filter_map(|event| async move {
             match event {
-                Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
-                    Some(object)
-                }
+                Ok(
+                    watcher::Event::Apply(object)
+                    | watcher::Event::InitApply(object)
+                    | watcher::Event::Delete(object),
+                ) => Some(object),
                 Ok(_) => None,
                 Err(err) => {
                     tracing::debug!(%err, "watch error; retrying");
