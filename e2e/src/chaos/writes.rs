@@ -40,8 +40,10 @@ async fn versions(setup: &Setup) -> crate::Result<Vec<String>> {
 }
 
 /// Someone edits an ObservedTraffic (labels) and the draft ClientIntents (targets) by hand:
-/// the operator's next server-side apply restores what it owns, keeps the hand-added label
-/// (another field manager's), and then writes nothing more: no write loop.
+/// the operator's next server-side apply keeps the hand-added label (another field manager's);
+/// the edited ClientIntents is that person's from then on: kept as edited, stripped of our owner
+/// reference and label, with the calls it does not cover recorded in the status; and then the
+/// operator writes nothing more: no write loop.
 pub async fn hand_edits_settle() -> Outcome {
     let setup = step("start", Setup::new("edit", &[]).await)?;
     let outcome = hand_edits_settle_in(&setup).await;
@@ -107,27 +109,48 @@ async fn hand_edits_settle_in(setup: &Setup) -> Outcome {
         "targets",
         setup.wait_for_targets("client", &["other", "server"]).await,
     )?;
-    let draft = step(
-        "draft restored",
-        wait_for("the draft restored", WAIT, || async {
-            let draft = intents
+    let edited = step(
+        "edited intents released",
+        wait_for("the edited intents to lose our marks", WAIT, || async {
+            let ci = intents
                 .get("client")
                 .await
-                .map_err(kube_context("get draft"))?;
-            let mut names: Vec<String> = draft
-                .spec
-                .targets
+                .map_err(kube_context("get intents"))?;
+            let marked = ci
+                .metadata
+                .labels
                 .iter()
-                .filter_map(|t| t.kubernetes.as_ref().map(|k| k.name.clone()))
-                .collect();
-            names.sort();
-            Ok((names == ["other", "server"]).then_some(draft))
+                .flatten()
+                .any(|(k, _)| k == "app.kubernetes.io/managed-by")
+                || ci
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.kind == "ObservedTraffic");
+            Ok((!marked).then_some(ci))
         })
         .await,
     )?;
-    ensure(draft.spec.workload.name == "client", || {
-        "draft workload changed".into()
+    let names: Vec<String> = edited
+        .spec
+        .targets
+        .iter()
+        .filter_map(|t| t.kubernetes.as_ref().map(|k| k.name.clone()))
+        .collect();
+    ensure(names == ["forged"], || {
+        format!("the hand-edited intents were overwritten: {names:?}")
     })?;
+    let ns = &setup.ns.name;
+    step(
+        "uncovered calls recorded",
+        wait_for("the calls the edit leaves out", WAIT, || async {
+            let ot = ots.get(&ot_name).await.map_err(kube_context("get ot"))?;
+            let uncovered = ot.status.map(|s| s.uncovered_targets).unwrap_or_default();
+            Ok((uncovered == [format!("other.{ns}"), format!("server.{ns}")]).then_some(()))
+        })
+        .await,
+    )?;
     let ot = step(
         "read",
         ots.get(&ot_name).await.map_err(kube_context("get ot")),
