@@ -167,7 +167,8 @@ pub fn domain_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
-fn ip_matches(allowed: &str, ip: IpAddr) -> bool {
+/// Whether `ip` is `allowed` (an address) or inside it (a CIDR).
+pub fn ip_matches(allowed: &str, ip: IpAddr) -> bool {
     let (addr, prefix) = match allowed.split_once('/') {
         Some((a, p)) => (a, p.parse::<u32>().ok()),
         None => (allowed, None),

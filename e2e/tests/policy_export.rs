@@ -1,6 +1,7 @@
 //! `kubectl trafficmap export --format networkpolicy` against the real control plane: the
 //! policies select the workloads' pods by their controllers' selectors, reach a Service's
-//! backends on its target port, let clients query cluster DNS, and the API server accepts them.
+//! backends on its target port, let clients query cluster DNS, and the API server accepts them;
+//! `diff --networkpolicy` finds no observed call they block, and finds the one a deny-all does.
 //!
 //! Needs the control plane (`make e2e-test` starts it) and the built binaries.
 
@@ -118,6 +119,40 @@ async fn exported_network_policies_select_the_workloads_and_the_api_server_accep
     assert_eq!(
         ingress["spec"]["ingress"][0]["from"][0]["podSelector"],
         json!({"matchLabels": {"app": "client"}})
+    );
+
+    // diff --networkpolicy: what was exported lets every observed call through, from the
+    // cluster and from the files; without the server's ingress rule, a deny-all blocks it.
+    let (ok, out, stderr) = run(&cli, &["diff", "--networkpolicy", "-n", &ns]);
+    assert!(ok, "{out}\n{stderr}");
+    assert!(
+        out.contains("NetworkPolicy lets every one of 1 observed call(s) through."),
+        "{out}"
+    );
+    let (ok, out, _) = run(&cli, &["diff", "--networkpolicy", "-n", &ns, "-f", dir_arg]);
+    assert!(ok, "{out}");
+    api.delete("trafficmap-server-ingress", &Default::default())
+        .await
+        .expect("delete the ingress policy");
+    let deny: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "deny-all", "namespace": ns},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }))
+    .expect("policy");
+    api.create(&Default::default(), &deny)
+        .await
+        .expect("deny-all");
+    let (ok, out, _) = run(&cli, &["diff", "--networkpolicy", "-n", &ns]);
+    assert!(!ok, "a blocked call exits non-zero:\n{out}");
+    assert!(
+        out.contains(&format!(
+            "  - server.{ns} on 8080/TCP (ingress: {ns}/deny-all)\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("1 of 1 observed call(s) would be blocked by NetworkPolicy.\n"),
+        "{out}"
     );
     setup.cleanup().await;
 }

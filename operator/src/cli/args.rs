@@ -49,7 +49,10 @@ Examples:
   # Against intents in Git (a file or a directory of YAML/JSON files)
   kubectl trafficmap diff -f intents/
   # In CI: fail when something would be blocked once intents are enforced
-  kubectl trafficmap diff -n shop -f intents/ || echo 'uncovered calls'";
+  kubectl trafficmap diff -n shop -f intents/ || echo 'uncovered calls'
+  # Observed calls the cluster's NetworkPolicies (or those in files) would block
+  kubectl trafficmap diff --networkpolicy
+  kubectl trafficmap diff --networkpolicy -f policies/";
 
 const VISUALIZE_EXAMPLES: &str = "\
 Examples:
@@ -197,6 +200,10 @@ pub struct DiffArgs {
     /// cluster.
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR")]
     pub filename: Option<PathBuf>,
+    /// Compare with NetworkPolicies instead (from -f, else the cluster's in the namespaces
+    /// involved), evaluated here over the observed calls, independent of any CNI.
+    #[arg(long)]
+    pub networkpolicy: bool,
 }
 
 /// `visualize` flags.

@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -260,6 +261,11 @@ impl Cluster {
             }
         }
         for namespace in &namespaces {
+            let found = self
+                .get_or_none(Api::<Namespace>::all(self.client.clone()), namespace)
+                .await?;
+            let labels = found.and_then(|n| n.metadata.labels).unwrap_or_default();
+            inventory.namespace_labels.insert(namespace.clone(), labels);
             let api = Api::<Service>::namespaced(self.client.clone(), namespace);
             for svc in self.list_or_empty(api).await? {
                 let Some(spec) = svc.spec else { continue };
@@ -341,6 +347,25 @@ impl Cluster {
             }
         }
         Ok(inventory)
+    }
+
+    /// The NetworkPolicies of the namespaces named by `namespaces`' keys.
+    pub async fn network_policies<V>(
+        &self,
+        namespaces: &std::collections::BTreeMap<String, V>,
+    ) -> Result<Vec<NetworkPolicy>, CliError> {
+        let mut all = Vec::new();
+        for namespace in namespaces.keys() {
+            let request = Request {
+                verb: "list",
+                resource: "networkpolicies.networking.k8s.io",
+                namespace: Some(namespace.clone()),
+                missing_hint: "NetworkPolicy is built into every Kubernetes API server",
+            };
+            let api = Api::<NetworkPolicy>::namespaced(self.client.clone(), namespace);
+            all.extend(self.list_all(api, &request).await?);
+        }
+        Ok(all)
     }
 
     /// How to select the pods of workload `name` of `kind` in `namespace`, when it can be done.

@@ -1,9 +1,13 @@
 //! `export --format networkpolicy`: the rendered NetworkPolicies ([`crate::policy`]) as YAML,
 //! in one text or one file per workload.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::cli::error::CliError;
+use crate::policy::calls::ObservedCall;
+use crate::policy::evaluate::Verdict;
 use crate::policy::networkpolicy::Rendered;
 
 /// What every document starts with.
@@ -37,6 +41,63 @@ pub fn serialize_per_workload(rendered: &Rendered) -> Result<Vec<(String, String
             ))
         })
         .collect()
+}
+
+/// What `diff --networkpolicy` prints: per client, each observed call the policies would
+/// block and which side blocks it, then a count.
+pub fn format_verdicts(judged: &[(ObservedCall, Verdict)]) -> String {
+    let mut blocked: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (call, verdict) in judged {
+        let Verdict::Blocked { egress, ingress } = verdict else {
+            continue;
+        };
+        let protocol = match call.connection.protocol {
+            trafficmap_api::observed::Protocol::Tcp => "TCP",
+            trafficmap_api::observed::Protocol::Udp => "UDP",
+        };
+        let mut by = Vec::new();
+        if !egress.is_empty() {
+            by.push(format!("egress: {}", egress.join(", ")));
+        }
+        if !ingress.is_empty() {
+            by.push(format!("ingress: {}", ingress.join(", ")));
+        }
+        let line = format!(
+            "  - {} on {}/{protocol} ({})",
+            call.target,
+            call.connection.port,
+            by.join("; ")
+        );
+        let key = (call.client.namespace.clone(), call.client.name.clone());
+        let lines = blocked.entry(key).or_default();
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    let mut out = String::new();
+    let mut count = 0;
+    for ((namespace, name), lines) in &blocked {
+        out.push_str(&format!(
+            "{name} in namespace {namespace}: observed calls NetworkPolicy would block:\n"
+        ));
+        for line in lines {
+            out.push_str(line);
+            out.push('\n');
+            count += 1;
+        }
+    }
+    if count == 0 {
+        out.push_str(&format!(
+            "NetworkPolicy lets every one of {} observed call(s) through.\n",
+            judged.len()
+        ));
+    } else {
+        out.push_str(&format!(
+            "{count} of {} observed call(s) would be blocked by NetworkPolicy.\n",
+            judged.len()
+        ));
+    }
+    out
 }
 
 fn to_yaml(policy: &NetworkPolicy) -> Result<String, CliError> {

@@ -18,6 +18,8 @@ use crate::cli::{diff, export, files, image, list, netpol, reset, visualize};
 
 /// Exit code of `diff` when a call is not covered.
 pub const EXIT_UNCOVERED: u8 = 1;
+/// The cluster DNS Service `diff --networkpolicy` assumes (its pods are not needed there).
+const DEFAULT_CLUSTER_DNS: &str = "kube-system/kube-dns";
 /// Exit code of `reset` without `--yes`.
 pub const EXIT_NOT_CONFIRMED: u8 = 2;
 
@@ -209,6 +211,37 @@ async fn diff_command(
 ) -> Result<ExitCode, CliError> {
     let cluster = Cluster::connect(common).await?;
     let observed = filter.apply(cluster.observed_traffic().await?);
+    if args.networkpolicy {
+        let inventory = cluster.inventory(&observed, DEFAULT_CLUSTER_DNS).await?;
+        let policies = match &args.filename {
+            Some(path) => files::read_network_policies(path)?,
+            None => {
+                cluster
+                    .network_policies(&inventory.namespace_labels)
+                    .await?
+            }
+        };
+        let (calls, notes) = crate::policy::calls::observed_calls(&observed, &inventory);
+        for line in &notes {
+            note(line);
+        }
+        let judged: Vec<_> = calls
+            .into_iter()
+            .map(|call| {
+                let verdict = crate::policy::evaluate::evaluate(&policies, &call.connection);
+                (call, verdict)
+            })
+            .collect();
+        emit(netpol::format_verdicts(&judged).as_bytes());
+        let blocked = judged
+            .iter()
+            .any(|(_, v)| *v != crate::policy::evaluate::Verdict::Allowed);
+        return Ok(if blocked {
+            ExitCode::from(EXIT_UNCOVERED)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     let intents = match &args.filename {
         Some(path) => files::read_intents(path)?,
         None => {

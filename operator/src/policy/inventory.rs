@@ -30,13 +30,17 @@ impl WorkloadKey {
 }
 
 /// How to reach a workload's pods.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct WorkloadPods {
     /// Selects its pods (and no other workload's) in its namespace.
     pub selector: LabelSelector,
     /// Its pods run in the node's network namespace: policies cannot select them, and their
     /// traffic comes from and goes to node addresses.
     pub host_network: bool,
+    /// The labels its pods carry (its pod template's).
+    pub labels: BTreeMap<String, String>,
+    /// Its containers' named ports.
+    pub named_ports: BTreeMap<String, (u16, Protocol)>,
 }
 
 /// One port of a Service.
@@ -72,6 +76,8 @@ pub struct Inventory {
     pub node_ips: Vec<IpAddr>,
     /// Endpoints of `default/kubernetes`: the API server's addresses and port.
     pub api_server: Vec<(IpAddr, u16)>,
+    /// Labels of the namespaces involved.
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Inventory {
@@ -113,21 +119,44 @@ pub fn pods_of_object(kind: &str, object: &serde_json::Value) -> Option<Workload
             })
     };
     let spec = &object["spec"];
-    let (selector, pod_spec) = match kind {
+    let (selector, pod_meta, pod_spec) = match kind {
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => (
             serde_json::from_value::<LabelSelector>(spec["selector"].clone()).ok(),
+            &spec["template"]["metadata"],
             &spec["template"]["spec"],
         ),
         "CronJob" => {
             let template = &spec["jobTemplate"]["spec"]["template"];
             (
                 labels_selector(&template["metadata"]["labels"]),
+                &template["metadata"],
                 &template["spec"],
             )
         }
-        "Pod" => (labels_selector(&object["metadata"]["labels"]), spec),
+        "Pod" => (
+            labels_selector(&object["metadata"]["labels"]),
+            &object["metadata"],
+            spec,
+        ),
         _ => return None,
     };
+    let labels = serde_json::from_value(pod_meta["labels"].clone()).unwrap_or_default();
+    let named_ports = pod_spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+        .filter_map(|p| {
+            let name = p["name"].as_str()?;
+            let port = u16::try_from(p["containerPort"].as_u64()?).ok()?;
+            let protocol = match p["protocol"].as_str().unwrap_or("TCP") {
+                "TCP" => Protocol::Tcp,
+                "UDP" => Protocol::Udp,
+                _ => return None,
+            };
+            Some((name.to_string(), (port, protocol)))
+        })
+        .collect();
     let selector = selector.filter(|s| {
         s.match_labels.as_ref().is_some_and(|l| !l.is_empty())
             || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
@@ -135,5 +164,7 @@ pub fn pods_of_object(kind: &str, object: &serde_json::Value) -> Option<Workload
     Some(WorkloadPods {
         selector,
         host_network: pod_spec["hostNetwork"].as_bool().unwrap_or(false),
+        labels,
+        named_ports,
     })
 }

@@ -21,6 +21,8 @@ fn pods(name: &str, host_network: bool) -> WorkloadPods {
     WorkloadPods {
         selector: app(name),
         host_network,
+        labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+        ..WorkloadPods::default()
     }
 }
 
@@ -235,12 +237,14 @@ fn pods_are_selected_by_the_controller_selector_the_cronjob_template_or_the_pod_
     use super::inventory::pods_of_object;
     let deployment = json!({"spec": {
         "selector": {"matchLabels": {"app": "web"}},
-        "template": {"metadata": {"labels": {"app": "web", "tier": "front"}}, "spec": {"hostNetwork": true}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+            "hostNetwork": true,
+            "containers": [{"ports": [{"name": "http", "containerPort": 8080}, {"containerPort": 9}]}],
+        }},
     }});
-    assert_eq!(
-        pods_of_object("Deployment", &deployment),
-        Some(pods("web", true))
-    );
+    let mut web = pods("web", true);
+    web.named_ports.insert("http".into(), (8080, Protocol::Tcp));
+    assert_eq!(pods_of_object("Deployment", &deployment), Some(web));
     let cronjob = json!({"spec": {"jobTemplate": {"spec": {"template": {
         "metadata": {"labels": {"app": "nightly"}}, "spec": {},
     }}}}});
@@ -253,4 +257,202 @@ fn pods_are_selected_by_the_controller_selector_the_cronjob_template_or_the_pod_
     let unlabelled = json!({"metadata": {}, "spec": {}});
     assert_eq!(pods_of_object("Pod", &unlabelled), None);
     assert_eq!(pods_of_object("Widget", &deployment), None);
+}
+
+mod evaluation {
+    use std::collections::BTreeMap;
+
+    use trafficmap_api::observed::Protocol;
+
+    use super::super::evaluate::{Connection, Endpoint, PodEnd, Verdict, evaluate};
+    use super::super::networkpolicy::render;
+    use super::*;
+
+    fn pod(namespace: &str, app: &str, ip: &str) -> Endpoint {
+        Endpoint {
+            ip: Some(ip.parse().expect("ip")),
+            pod: Some(PodEnd {
+                namespace: namespace.into(),
+                namespace_labels: BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_string(),
+                    namespace.to_string(),
+                )]),
+                labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+                host_network: false,
+                named_ports: BTreeMap::from([("http".to_string(), (8080, Protocol::Tcp))]),
+            }),
+        }
+    }
+
+    fn outside(ip: &str) -> Endpoint {
+        Endpoint {
+            ip: Some(ip.parse().expect("ip")),
+            pod: None,
+        }
+    }
+
+    fn call(from: &Endpoint, to: &Endpoint, port: u16, protocol: Protocol) -> Connection {
+        Connection {
+            from: from.clone(),
+            to: to.clone(),
+            port,
+            protocol,
+        }
+    }
+
+    /// The policies rendered for: checkout -> cart (Service 80 -> http), checkout -> ledger
+    /// (Service 9090 -> 9091), checkout -> 192.0.2.1:443.
+    fn rendered() -> Vec<NetworkPolicy> {
+        let map = [client(
+            "checkout",
+            "shop",
+            vec![target("cart", "shop", 80), target("ledger", "pay", 9090)],
+            vec![internet(Some("api.stripe.com"), &["192.0.2.1"], 443)],
+        )];
+        render(&map, &inventory())
+            .policies
+            .into_values()
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn every_observed_call_goes_through_what_was_rendered_for_it() {
+        let policies = rendered();
+        let checkout = pod("shop", "checkout", "10.244.0.2");
+        let tcp = Protocol::Tcp;
+        for (to, port, protocol) in [
+            (pod("shop", "cart", "10.244.0.3"), 8080, tcp),
+            (pod("pay", "ledger", "10.244.0.4"), 9091, tcp),
+            (outside("192.0.2.1"), 443, tcp),
+            (
+                pod("kube-system", "kube-dns", "10.244.0.9"),
+                53,
+                Protocol::Udp,
+            ),
+            (pod("kube-system", "kube-dns", "10.244.0.9"), 53, tcp),
+        ] {
+            assert_eq!(
+                evaluate(&policies, &call(&checkout, &to, port, protocol)),
+                Verdict::Allowed,
+                "checkout -> {to:?}:{port}"
+            );
+        }
+    }
+
+    #[test]
+    fn calls_never_observed_are_blocked_by_the_side_that_is_isolated() {
+        let policies = rendered();
+        let checkout = pod("shop", "checkout", "10.244.0.2");
+        let cart = pod("shop", "cart", "10.244.0.3");
+        let ledger = pod("pay", "ledger", "10.244.0.4");
+        let egress = vec!["shop/trafficmap-checkout-egress".to_string()];
+        assert_eq!(
+            evaluate(&policies, &call(&checkout, &cart, 9999, Protocol::Tcp)),
+            Verdict::Blocked {
+                egress: egress.clone(),
+                ingress: vec!["shop/trafficmap-cart-ingress".into()],
+            }
+        );
+        assert_eq!(
+            evaluate(
+                &policies,
+                &call(&checkout, &outside("192.0.2.3"), 443, Protocol::Tcp)
+            ),
+            Verdict::Blocked {
+                egress,
+                ingress: vec![]
+            }
+        );
+        let stranger = pod("shop", "web", "10.244.0.7");
+        assert_eq!(
+            evaluate(&policies, &call(&stranger, &ledger, 9091, Protocol::Tcp)),
+            Verdict::Blocked {
+                egress: vec![],
+                ingress: vec!["pay/trafficmap-ledger-ingress".into()],
+            }
+        );
+        assert_eq!(
+            evaluate(&policies, &call(&stranger, &checkout, 5050, Protocol::Tcp)),
+            Verdict::Allowed,
+            "checkout serves nobody observed: not isolated for ingress"
+        );
+    }
+
+    #[test]
+    fn host_network_pods_are_never_isolated_and_match_no_pod_selector() {
+        let policies = rendered();
+        let mut agent = pod("shop", "checkout", "10.0.0.5");
+        if let Some(p) = agent.pod.as_mut() {
+            p.host_network = true;
+        }
+        let cart = pod("shop", "cart", "10.244.0.3");
+        assert!(matches!(
+            evaluate(&policies, &call(&agent, &cart, 8080, Protocol::Tcp)),
+            Verdict::Blocked { egress, .. } if egress.is_empty()
+        ));
+    }
+}
+
+mod observed_calls {
+    use trafficmap_api::observed::Protocol;
+
+    use super::super::calls::observed_calls;
+    use super::*;
+
+    #[test]
+    fn calls_through_a_service_arrive_on_its_target_port_and_unknown_ends_are_noted() {
+        let mut inv = inventory();
+        if let Some(cart) = inv.workloads.get_mut(&WorkloadKey::new("shop", "cart")) {
+            cart.named_ports
+                .insert("http".into(), (8080, Protocol::Tcp));
+        }
+        let map = [client(
+            "checkout",
+            "shop",
+            vec![
+                target("cart", "shop", 80),
+                target("ledger", "pay", 9090),
+                target("vanished", "shop", 80),
+            ],
+            vec![internet(None, &["192.0.2.1"], 443)],
+        )];
+        let (calls, notes) = observed_calls(&map, &inv);
+        let seen: Vec<(String, u16)> = calls
+            .iter()
+            .map(|c| (c.target.clone(), c.connection.port))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("cart.shop".to_string(), 8080),
+                ("ledger.pay".to_string(), 9091),
+                ("internet:192.0.2.1".to_string(), 443),
+            ]
+        );
+        assert_eq!(
+            notes,
+            ["call of checkout.shop to vanished.shop not evaluated: its pods are not known"]
+        );
+        let to_cart = calls[0].connection.to.pod.as_ref().expect("a pod");
+        assert_eq!(to_cart.labels.get("app").map(String::as_str), Some("cart"));
+    }
+
+    #[test]
+    fn a_named_target_port_missing_from_the_pods_is_noted_not_guessed() {
+        let map = [client(
+            "checkout",
+            "shop",
+            vec![target("cart", "shop", 80)],
+            vec![],
+        )];
+        let (calls, notes) = observed_calls(&map, &inventory());
+        assert!(calls.is_empty());
+        assert_eq!(
+            notes,
+            [
+                "call of checkout.shop to cart.shop not evaluated: the named port http is not among its containers'"
+            ]
+        );
+    }
 }
