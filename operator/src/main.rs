@@ -9,7 +9,7 @@ use kube::Client;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
-use trafficmap_operator::admin::{self, Readiness};
+use trafficmap_operator::admin::{self, Liveness, Readiness};
 use trafficmap_operator::config::Args;
 use trafficmap_operator::engine::{self, Engine, EngineConfig};
 use trafficmap_operator::ingest::auth::service_account_username;
@@ -72,12 +72,14 @@ async fn run(args: Args) -> Result<(), String> {
     })?;
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
+    let liveness = Arc::new(Liveness::default());
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
 
     let admin = tokio::spawn(admin::serve(
         args.admin_addr,
         readiness.clone(),
+        liveness.clone(),
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -145,13 +147,13 @@ async fn run(args: Args) -> Result<(), String> {
     let (write_tx, write_rx) = mpsc::unbounded_channel();
     let work = CancellationToken::new();
 
-    let watches = tokio::spawn(watch::run_all(client.clone(), cluster_tx, work.clone()));
-    let engine_task = tokio::spawn(engine::run(
-        engine,
-        cluster_rx,
-        report_rx,
-        write_tx,
-        work.clone(),
+    let watches = tokio::spawn(liveness.watch(
+        "watches",
+        watch::run_all(client.clone(), cluster_tx, work.clone()),
+    ));
+    let engine_task = tokio::spawn(liveness.watch(
+        "engine",
+        engine::run(engine, cluster_rx, report_rx, write_tx, work.clone()),
     ));
     let writer = Writer::new(
         client.clone(),
@@ -163,29 +165,33 @@ async fn run(args: Args) -> Result<(), String> {
         ledger,
     );
     let (redecide_tx, redecide_rx) = mpsc::unbounded_channel();
-    let writer_task = tokio::spawn(writer.run(write_rx, redecide_rx, work.clone()));
+    let writer_task =
+        tokio::spawn(liveness.watch("writer", writer.run(write_rx, redecide_rx, work.clone())));
     let intents_sync = IntentsSync::new(client.clone(), metrics.clone(), redecide_tx);
-    let intents_task = tokio::spawn(intents_sync.run(work.clone()));
+    let intents_task = tokio::spawn(liveness.watch("intents-sync", intents_sync.run(work.clone())));
 
     let listener = tokio::net::TcpListener::bind(args.ingest_addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.ingest_addr))?;
     let (sniffer_ns, sniffer_name) = args.sniffer_account();
-    let ingest_task = tokio::spawn(ingest::serve(
-        listener,
-        tls_config,
-        IngestConfig {
-            addr: args.ingest_addr,
-            max_body_bytes: args.max_body_bytes,
-            body_read_timeout: args.body_timeout,
-            ack_timeout: args.ack_timeout,
-            sniffer_username: service_account_username(&sniffer_ns, &sniffer_name),
-            audience: args.token_audience.clone(),
-        },
-        client.clone(),
-        report_tx,
-        metrics.clone(),
-        work.clone(),
+    let ingest_task = tokio::spawn(liveness.watch(
+        "ingest",
+        ingest::serve(
+            listener,
+            tls_config,
+            IngestConfig {
+                addr: args.ingest_addr,
+                max_body_bytes: args.max_body_bytes,
+                body_read_timeout: args.body_timeout,
+                ack_timeout: args.ack_timeout,
+                sniffer_username: service_account_username(&sniffer_ns, &sniffer_name),
+                audience: args.token_audience.clone(),
+            },
+            client.clone(),
+            report_tx,
+            metrics.clone(),
+            work.clone(),
+        ),
     ));
     readiness.set(true);
     tracing::info!(addr = %args.ingest_addr, "ingesting reports");
@@ -196,6 +202,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     readiness.set(false);
     metrics.leader.set(0);
+    liveness.stopping();
     work.cancel();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         let _ = ingest_task.await;
