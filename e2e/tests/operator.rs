@@ -15,8 +15,9 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use trafficmap_api::intents::{ClientIntentsSpec, KubernetesTarget, Target, Workload};
 use trafficmap_api::observed::Protocol;
-use trafficmap_api::report::{ClientId, ConnectionObservation, DnsObservation, REPORT_VERSION};
+use trafficmap_api::report::{ClientId, ConnectionObservation, REPORT_VERSION};
 use trafficmap_api::{ClientIntents, Observation, ObservedTraffic, Report};
+use trafficmap_e2e::chaos::harness::dns;
 use trafficmap_e2e::cluster::{TestNamespace, admin_client, wait_for};
 use trafficmap_e2e::crds::install_all;
 use trafficmap_e2e::fixtures::{
@@ -53,20 +54,6 @@ fn connection(client: &str, server: IpAddr, port: u16, at: u64) -> Observation {
         server_ip: server,
         server_port: port,
         protocol: Protocol::Tcp,
-        first_seen_ms: at,
-        last_seen_ms: at,
-    })
-}
-
-fn dns(client: &str, name: &str, answer: IpAddr, at: u64) -> Observation {
-    Observation::Dns(DnsObservation {
-        client: ClientId {
-            ip: ip(client),
-            pod_uid: None,
-        },
-        name: name.into(),
-        ips: vec![answer],
-        ttl_seconds: 30,
         first_seen_ms: at,
         last_seen_ms: at,
     })
@@ -254,7 +241,7 @@ async fn reports_become_observed_traffic_and_draft_client_intents() {
         .post(
             Some(&setup.token),
             report(vec![
-                dns("10.244.11.2", &name, cluster_ip, at),
+                dns(ip("10.244.11.2"), &name, cluster_ip),
                 connection("10.244.11.2", cluster_ip, 80, at),
             ]),
         )
