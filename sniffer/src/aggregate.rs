@@ -6,8 +6,11 @@
 //! look like a changing answer. Entries not seen for [`ENTRY_RETENTION_MS`] are forgotten.
 //!
 //! With a refresh interval ([`Aggregator::with_refresh`]) an entry still being seen is
-//! reported again once that long has passed since it was last reported, with its first and
-//! latest times, so a receiver's "last seen" keeps moving for long-lived connections.
+//! reported again once that long has passed since it was last reported, covering the time
+//! since that report (from the last report to the latest sighting), so a receiver's "last
+//! seen" keeps moving for long-lived connections. Their first sighting was reported already;
+//! sending it again would make every refresh of a connection older than the operator's IP
+//! history look expired, and be dropped.
 //!
 //! A DNS client's pod is found by [`dns_client_pod`]: when the host sent the response on a
 //! host-side veth whose peer is a pod's namespace, that pod (the interface cannot be fooled by
@@ -252,10 +255,16 @@ impl Aggregator {
                         entry.pod_uid = pod_uid.map(str::to_owned);
                     }
                     let due = refresh_due(self.refresh_ms, entry.reported_ms, now);
+                    // A changed answer is new as of now; a refresh covers the time since the
+                    // last report.
+                    let since = if changed { now } else { entry.reported_ms };
                     if changed || due {
                         entry.reported_ms = now;
                     }
-                    (changed || due).then(|| entry.clone())
+                    (changed || due).then(|| DnsEntry {
+                        first_seen_ms: since,
+                        ..entry.clone()
+                    })
                 }
                 None => {
                     if self.dns.len() >= MAX_ENTRIES {
@@ -315,7 +324,7 @@ impl Aggregator {
                     ..held
                 },
             );
-            return due.then(|| connection_observation(seen, held.first_ms, last_ms));
+            return due.then(|| connection_observation(seen, held.reported_ms, last_ms));
         }
         if self.connections.len() >= MAX_ENTRIES {
             tracing::warn!(
@@ -425,7 +434,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_answer_is_reported_again_with_its_first_seen_time() {
+    fn a_changed_answer_is_reported_again_as_new() {
         let mut agg = Aggregator::default();
         agg.dns(
             &event("10.0.0.5", "a.b", &["10.1.0.1"], 1),
@@ -437,7 +446,11 @@ mod tests {
         );
         match again.as_slice() {
             [Observation::Dns(d)] => {
-                assert_eq!((d.first_seen_ms, d.last_seen_ms), (1, 9));
+                assert_eq!(
+                    (d.first_seen_ms, d.last_seen_ms),
+                    (9, 9),
+                    "the new addresses were first seen now; the name's first sighting was reported"
+                );
                 assert_eq!(d.ips, vec!["10.1.0.2".parse::<IpAddr>().expect("ip")]);
             }
             other => panic!("unexpected {other:?}"),
@@ -641,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_still_seen_is_refreshed_with_its_first_and_latest_times() {
+    fn a_connection_still_seen_is_refreshed_with_the_time_since_its_last_report() {
         let mut agg = Aggregator::with_refresh(Duration::from_millis(100));
         let c = conn("10.0.0.5", "10.1.0.1:80");
         assert!(agg.connection(&c, 1_000).is_some());
@@ -653,7 +666,34 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(agg.connection(&c, 1_150).is_none());
-        assert!(agg.connection(&c, 1_200).is_some());
+        match agg.connection(&c, 1_200) {
+            Some(Observation::Connection(o)) => {
+                assert_eq!((o.first_seen_ms, o.last_seen_ms), (1_100, 1_200));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The operator keeps 10 minutes of IP history and drops an observation that starts
+    /// before it: an hour-old connection's refresh must still start within the interval.
+    #[test]
+    fn an_hour_old_connection_is_refreshed_with_a_recent_start() {
+        const MINUTE_MS: u64 = 60_000;
+        let mut agg = Aggregator::with_refresh(Duration::from_secs(60));
+        let c = conn("10.0.0.5", "10.1.0.1:80");
+        let mut last = None;
+        for minute in 0..=60 {
+            if let Some(Observation::Connection(o)) = agg.connection(&c, minute * MINUTE_MS) {
+                last = Some(o);
+            }
+        }
+        let o = last.expect("refreshed");
+        assert_eq!(o.last_seen_ms, 60 * MINUTE_MS);
+        assert!(
+            o.first_seen_ms >= 59 * MINUTE_MS,
+            "starts {} min before its last sighting",
+            (o.last_seen_ms - o.first_seen_ms) / MINUTE_MS
+        );
     }
 
     #[test]
@@ -682,6 +722,34 @@ mod tests {
             .as_slice()
         {
             [Observation::Dns(d)] => assert_eq!((d.first_seen_ms, d.last_seen_ms), (1_000, 1_100)),
+            other => panic!("unexpected {other:?}"),
+        }
+        match agg
+            .dns(
+                &event("10.0.0.5", "a.b", &["10.1.0.1"], 1_250),
+                &Counters::default(),
+            )
+            .as_slice()
+        {
+            [Observation::Dns(d)] => assert_eq!(
+                (d.first_seen_ms, d.last_seen_ms),
+                (1_100, 1_250),
+                "a refresh covers the time since the last report"
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        match agg
+            .dns(
+                &event("10.0.0.5", "a.b", &["10.1.0.2"], 1_260),
+                &Counters::default(),
+            )
+            .as_slice()
+        {
+            [Observation::Dns(d)] => assert_eq!(
+                (d.first_seen_ms, d.last_seen_ms),
+                (1_260, 1_260),
+                "a changed answer is new"
+            ),
             other => panic!("unexpected {other:?}"),
         }
     }
