@@ -75,7 +75,6 @@ struct ConnectionKey {
 
 #[derive(Debug, Clone, Copy)]
 struct Seen {
-    first_ms: u64,
     last_ms: u64,
     reported_ms: u64,
 }
@@ -321,7 +320,6 @@ impl Aggregator {
                 Seen {
                     last_ms,
                     reported_ms,
-                    ..held
                 },
             );
             return due.then(|| connection_observation(seen, held.reported_ms, last_ms));
@@ -337,7 +335,6 @@ impl Aggregator {
         self.connections.insert(
             key,
             Seen {
-                first_ms: now_ms,
                 last_ms: now_ms,
                 reported_ms: now_ms,
             },
