@@ -2,7 +2,8 @@
 //!
 //! Reading a path is not something a grep can decide in general, so this looks for the ways such
 //! paths have been written here, each of which a unit test below shows it catching:
-//! - the sibling folder of the developers' workplace, `../shared` (and any `/work/` path);
+//! - the sibling folder of the developers' workplace, [`WORKPLACE_SIBLING`] (and any path in
+//!   the workplace, [`WORKPLACE_ROOT`]);
 //! - a run of `..` segments longer than the file's depth below the root (`cd "$(dirname "$0")/../..."`,
 //!   `include_str!("../../..")`);
 //! - a literal added to `CARGO_MANIFEST_DIR` that climbs above the root;
@@ -27,6 +28,12 @@ enum Escape {
     /// Climbs from the repository root itself.
     ClimbsFromRoot,
 }
+
+/// The developers' folder beside the repository (spelt in two pieces, so that this file does
+/// not name it itself).
+const WORKPLACE_SIBLING: &str = concat!("..", "/shared");
+/// Where the developers' checkouts live.
+const WORKPLACE_ROOT: &str = concat!("/wo", "rk/");
 
 /// Prefixes that stand for the repository root in our code and scripts.
 const ROOT_ANCHORS: &[&str] = &[
@@ -82,7 +89,7 @@ fn escapes(path: &Path, text: &str, manifest_depth: Option<usize>) -> Vec<(usize
     for (n, line) in text.lines().enumerate() {
         let n = n + 1;
         let depth = depth + cd_depth(line);
-        if line.contains("../shared") || line.contains("/work/") {
+        if line.contains(WORKPLACE_SIBLING) || line.contains(WORKPLACE_ROOT) {
             found.push((n, Escape::Workplace));
         } else if ROOT_ANCHORS.iter().any(|anchor| line.contains(anchor)) {
             found.push((n, Escape::ClimbsFromRoot));
@@ -177,7 +184,9 @@ fn the_ways_paths_outside_have_been_written_are_caught() {
     let cases: &[(&str, &str, Option<usize>, Escape)] = &[
         (
             "e2e/src/crds.rs",
-            "    repo_root().join(\"../shared/upstream/clientintents-crd.yaml\")",
+            &format!(
+                "    repo_root().join(\"{WORKPLACE_SIBLING}/upstream/clientintents-crd.yaml\")"
+            ),
             Some(1),
             Escape::Workplace,
         ),
@@ -205,7 +214,12 @@ fn the_ways_paths_outside_have_been_written_are_caught() {
             None,
             Escape::ClimbsFromRoot,
         ),
-        ("e2e/demo.sh", "ROOT=/work/main", None, Escape::Workplace),
+        (
+            "e2e/demo.sh",
+            &format!("ROOT={WORKPLACE_ROOT}main"),
+            None,
+            Escape::Workplace,
+        ),
     ];
     for (path, text, manifest, want) in cases {
         let got = escapes(Path::new(path), text, *manifest);
