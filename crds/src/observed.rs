@@ -159,6 +159,16 @@ pub enum SeenBy {
     Udp,
 }
 
+impl Protocol {
+    /// Its name as Kubernetes writes it (`TCP`, `UDP`), the serialized form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+}
+
 impl ObservedTraffic {
     /// Builds an object for `client` with an empty status, named by [`crate::naming::observed_traffic_name`].
     pub fn for_client(client: WorkloadRef) -> Self {

@@ -51,10 +51,7 @@ pub fn format_verdicts(judged: &[(ObservedCall, Verdict)]) -> String {
         let Verdict::Blocked { egress, ingress } = verdict else {
             continue;
         };
-        let protocol = match call.connection.protocol {
-            trafficmap_api::observed::Protocol::Tcp => "TCP",
-            trafficmap_api::observed::Protocol::Udp => "UDP",
-        };
+        let protocol = call.connection.protocol.as_str();
         let mut by = Vec::new();
         if !egress.is_empty() {
             by.push(format!("egress: {}", egress.join(", ")));

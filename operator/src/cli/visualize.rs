@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use trafficmap_api::ObservedTraffic;
-use trafficmap_api::observed::{PortProtocol, Protocol};
+use trafficmap_api::observed::PortProtocol;
 use trafficmap_api::render::NODE_KIND;
 
 /// The group a node is drawn in.
@@ -133,13 +133,7 @@ impl TrafficGraph {
 pub fn ports_label(ports: &BTreeSet<PortProtocol>) -> String {
     ports
         .iter()
-        .map(|p| {
-            let protocol = match p.protocol {
-                Protocol::Tcp => "TCP",
-                Protocol::Udp => "UDP",
-            };
-            format!("{}/{protocol}", p.port)
-        })
+        .map(|p| format!("{}/{}", p.port, p.protocol.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -194,7 +188,7 @@ mod tests {
         let mut dns = target("kube-dns", "kube-system", 53);
         dns.ports.push(PortProtocol {
             port: 53,
-            protocol: Protocol::Udp,
+            protocol: trafficmap_api::observed::Protocol::Udp,
         });
         vec![
             client(

@@ -36,7 +36,11 @@ pub fn observed_calls(
         if status.targets.is_empty() && status.internet_targets.is_empty() {
             continue;
         }
-        let Some(from) = pod_endpoint(inventory, &client) else {
+        let Some(from) = inventory
+            .workloads
+            .get(&client)
+            .map(|pods| pod_endpoint(inventory, &client.namespace, pods))
+        else {
             notes.push(format!(
                 "calls of {}.{} not evaluated: its pods are not known",
                 client.name, client.namespace
@@ -90,16 +94,16 @@ pub fn observed_calls(
     (calls, notes)
 }
 
-/// A workload's pod as an endpoint (a host-network pod has the first node address).
-fn pod_endpoint(inventory: &Inventory, workload: &WorkloadKey) -> Option<Endpoint> {
-    let pods = inventory.workloads.get(workload)?;
-    Some(Endpoint {
+/// A workload's pod in `namespace` as an endpoint (a host-network pod has the first node
+/// address).
+fn pod_endpoint(inventory: &Inventory, namespace: &str, pods: &WorkloadPods) -> Endpoint {
+    Endpoint {
         ip: pods
             .host_network
             .then(|| inventory.node_ips.first().copied())
             .flatten(),
-        pod: Some(pod_end(inventory, &workload.namespace, pods)),
-    })
+        pod: Some(pod_end(inventory, namespace, pods)),
+    }
 }
 
 fn pod_end(inventory: &Inventory, namespace: &str, pods: &WorkloadPods) -> PodEnd {
@@ -154,13 +158,7 @@ fn destinations(
         .workloads
         .get(&key)
         .ok_or("its pods are not known")?;
-    let to = Endpoint {
-        ip: pods
-            .host_network
-            .then(|| inventory.node_ips.first().copied())
-            .flatten(),
-        pod: Some(pod_end(inventory, &target.namespace, pods)),
-    };
+    let to = pod_endpoint(inventory, &target.namespace, pods);
     let service = target
         .service
         .as_deref()

@@ -285,11 +285,7 @@ fn target_ports(inventory: &Inventory, target: &ObservedTarget) -> Ports {
 }
 
 fn protocol(p: Protocol) -> String {
-    match p {
-        Protocol::Tcp => "TCP",
-        Protocol::Udp => "UDP",
-    }
-    .to_string()
+    p.as_str().to_string()
 }
 
 fn policy_name(workload: &WorkloadKey, direction: &str) -> String {
