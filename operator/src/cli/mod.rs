@@ -2,9 +2,11 @@
 //!
 //! Pure logic, unit-tested without a cluster: [`filter`] (which clients and calls),
 //! [`list`] (the text format), [`export`] (ClientIntents through the shared renderer),
-//! [`diff`] (coverage of observed calls), [`visualize`] (graph and DOT), [`image`] (SVG and
-//! PNG), [`reset`] (what to delete). I/O at the edges: [`cluster`] (the API server), [`files`]
-//! (local files), [`run`] (wiring). [`args`] holds the clap definitions.
+//! [`policy_export`] (NetworkPolicy or CiliumNetworkPolicy files), [`diff`] (coverage of
+//! observed calls), [`netpol`] (what `diff --networkpolicy` prints), [`visualize`] (graph and
+//! DOT), [`image`] (SVG and PNG), [`reset`] (what to delete). I/O at the edges: [`cluster`]
+//! (the API server), [`files`] (local files), [`run`] (wiring). [`args`] holds the clap
+//! definitions.
 
 pub mod args;
 pub mod cluster;
@@ -16,6 +18,7 @@ pub mod filter;
 pub mod image;
 pub mod list;
 pub mod netpol;
+pub mod policy_export;
 pub mod reset;
 pub mod run;
 pub mod visualize;

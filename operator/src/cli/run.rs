@@ -14,7 +14,7 @@ use crate::cli::args::{
 use crate::cli::cluster::{Cluster, DraftDeletion};
 use crate::cli::error::CliError;
 use crate::cli::filter::{MapFilter, ServerRef};
-use crate::cli::{diff, export, files, image, list, netpol, reset, visualize};
+use crate::cli::{diff, export, files, image, list, netpol, policy_export, reset, visualize};
 
 /// Exit code of `diff` when a call is not covered.
 pub const EXIT_UNCOVERED: u8 = 1;
@@ -199,8 +199,8 @@ fn export_network_policies(
     }
     write_export(
         args,
-        || netpol::serialize_per_workload(&rendered),
-        || netpol::serialize_all(&rendered),
+        || policy_export::serialize_per_workload(&rendered, "networkpolicy", "NetworkPolicy"),
+        || policy_export::serialize_all(&rendered, "NetworkPolicy"),
     )
 }
 

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 use trafficmap_api::observed::Protocol;
 
+use super::Drafted;
 use super::inventory::{Inventory, ServiceInfo, ServicePort, WorkloadKey, WorkloadPods};
 use super::networkpolicy::render;
 use crate::cli::fixtures::{client, internet, target};
@@ -64,10 +65,10 @@ fn inventory() -> Inventory {
     inv
 }
 
-fn to_json(policies: &[NetworkPolicy]) -> Vec<Value> {
+fn to_json(policies: &[Drafted<NetworkPolicy>]) -> Vec<Value> {
     policies
         .iter()
-        .map(|p| serde_json::to_value(p).expect("json"))
+        .map(|d| serde_json::to_value(&d.policy).expect("json"))
         .collect()
 }
 
@@ -313,6 +314,7 @@ mod evaluation {
             .policies
             .into_values()
             .flatten()
+            .map(|d| d.policy)
             .collect()
     }
 
