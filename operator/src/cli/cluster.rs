@@ -289,6 +289,7 @@ impl Cluster {
                 let info = ServiceInfo {
                     headless: spec.cluster_ip.as_deref() == Some("None"),
                     ports,
+                    selector: spec.selector.unwrap_or_default(),
                 };
                 inventory
                     .services

@@ -6,7 +6,8 @@
 //! The rule is to never block an observed call. Where a call cannot be placed (a workload whose
 //! pods cannot be selected, a Service spanning several workloads), the policy that would have to
 //! allow it is left out, which leaves that workload unisolated in that direction, and a note
-//! says why.
+//! says why. Calls to a Service spanning several workloads are admitted by each workload it
+//! selects; when its pods cannot be told, no workload of its namespace gets an ingress policy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -154,6 +155,9 @@ pub fn allowed(observed: &[ObservedTraffic], inventory: &Inventory) -> Allowed {
     let mut egress: BTreeMap<WorkloadKey, Gathering<Destination>> = BTreeMap::new();
     let mut ingress: BTreeMap<WorkloadKey, Gathering<Source>> = BTreeMap::new();
     let mut notes = Vec::new();
+    // A Service whose pods cannot be told: (its namespace, a client calling it, why). Its pods
+    // are those of the namespace (a Service's endpoints are nearly always its own namespace's).
+    let mut blind: Vec<(String, WorkloadKey, String)> = Vec::new();
     for ot in observed {
         let client = WorkloadKey::new(&ot.spec.client.namespace, &ot.spec.client.name);
         let Some(status) = &ot.status else { continue };
@@ -176,22 +180,26 @@ pub fn allowed(observed: &[ObservedTraffic], inventory: &Inventory) -> Allowed {
                     }
                 }
             }
-            let Some(server) = pod_workload(target) else {
-                continue;
-            };
-            if !inventory.workloads.contains_key(&server) {
-                continue; // not selectable: no ingress policy for it
-            }
-            let into = ingress.entry(server.clone()).or_insert_with(Gathering::new);
-            into.seen(target.first_seen.0);
-            match &source {
-                Ok(from) => into.allow(from.clone(), &ports),
+            let servers = match servers_of(inventory, target) {
+                Ok(Some(servers)) => servers,
+                Ok(None) => continue,
                 Err(why) => {
-                    if into.give_up() {
-                        notes.push(format!(
-                            "no ingress policy for {}.{}: its client {}.{}: {why}",
-                            server.name, server.namespace, client.name, client.namespace
-                        ));
+                    blind.push((target.namespace.clone(), client.clone(), why));
+                    continue;
+                }
+            };
+            for server in servers {
+                let into = ingress.entry(server.clone()).or_insert_with(Gathering::new);
+                into.seen(target.first_seen.0);
+                match &source {
+                    Ok(from) => into.allow(from.clone(), &ports),
+                    Err(why) => {
+                        if into.give_up() {
+                            notes.push(format!(
+                                "no ingress policy for {}.{}: its client {}.{}: {why}",
+                                server.name, server.namespace, client.name, client.namespace
+                            ));
+                        }
                     }
                 }
             }
@@ -214,6 +222,17 @@ pub fn allowed(observed: &[ObservedTraffic], inventory: &Inventory) -> Allowed {
                 ips,
             };
             out.allow(to, &ports);
+        }
+    }
+
+    for (namespace, client, why) in &blind {
+        for (server, side) in ingress.iter_mut() {
+            if server.namespace == *namespace && side.give_up() {
+                notes.push(format!(
+                    "no ingress policy for {}.{}: its client {}.{} calls {why}",
+                    server.name, server.namespace, client.name, client.namespace
+                ));
+            }
         }
     }
 
@@ -260,10 +279,44 @@ pub fn allowed(observed: &[ObservedTraffic], inventory: &Inventory) -> Allowed {
     allowed
 }
 
-/// The workload a target's pods belong to, for targets that are pods of a workload.
-fn pod_workload(target: &ObservedTarget) -> Option<WorkloadKey> {
-    (target.kind != SERVICE_KIND && target.kind != NODE_KIND)
-        .then(|| WorkloadKey::new(&target.namespace, &target.name))
+/// The workloads whose pods receive the calls to `target` and may get an ingress policy:
+/// the target's own for a workload, those the Service selects for a Service spanning several
+/// workloads, `None` for nodes and the API server; `Err` when a Service's pods cannot be told.
+fn servers_of(
+    inventory: &Inventory,
+    target: &ObservedTarget,
+) -> Result<Option<Vec<WorkloadKey>>, String> {
+    if target.kind == NODE_KIND || is_api_server(target) {
+        return Ok(None);
+    }
+    if target.kind != SERVICE_KIND {
+        let key = WorkloadKey::new(&target.namespace, &target.name);
+        // A workload that cannot be selected gets no ingress policy.
+        return Ok(inventory.workloads.contains_key(&key).then(|| vec![key]));
+    }
+    let service = inventory
+        .services
+        .get(&WorkloadKey::new(&target.namespace, &target.name))
+        .filter(|s| !s.selector.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "Service {}.{}, whose pods cannot be told (not found, or it has no selector)",
+                target.name, target.namespace
+            )
+        })?;
+    let servers = inventory
+        .workloads
+        .iter()
+        .filter(|(key, pods)| {
+            key.namespace == target.namespace
+                && service
+                    .selector
+                    .iter()
+                    .all(|(k, v)| pods.labels.get(k) == Some(v))
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    Ok(Some(servers))
 }
 
 /// Where calls to `target` go.
@@ -315,15 +368,14 @@ fn is_api_server(target: &ObservedTarget) -> bool {
 
 /// The pod ports the calls to `target` reach (and, for the API server, its endpoints' port).
 fn target_ports(inventory: &Inventory, target: &ObservedTarget) -> Ports {
+    let service = match target.kind.as_str() {
+        SERVICE_KIND => Some(target.service.as_deref().unwrap_or(&target.name)),
+        _ => target.service.as_deref(),
+    };
     let mut ports = Ports::new();
     for p in &target.ports {
         let proto = protocol(p.protocol);
-        for pod_port in inventory.pod_ports(
-            &target.namespace,
-            target.service.as_deref(),
-            p.port,
-            p.protocol,
-        ) {
+        for pod_port in inventory.pod_ports(&target.namespace, service, p.port, p.protocol) {
             ports.insert((proto.clone(), PortKey::of(&pod_port)));
         }
     }

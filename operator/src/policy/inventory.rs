@@ -54,13 +54,15 @@ pub struct ServicePort {
     pub target: IntOrString,
 }
 
-/// A Service, as far as ports go.
+/// A Service, as far as ports and backends go.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServiceInfo {
     /// Headless: clients connect to pod IPs, on pod ports.
     pub headless: bool,
     /// Its ports.
     pub ports: Vec<ServicePort>,
+    /// Its pod selector; empty when it has none (its endpoints are written by hand).
+    pub selector: BTreeMap<String, String>,
 }
 
 /// Everything rendering needs; see the module docs.
@@ -68,7 +70,7 @@ pub struct ServiceInfo {
 pub struct Inventory {
     /// Workloads whose pods can be selected.
     pub workloads: BTreeMap<WorkloadKey, WorkloadPods>,
-    /// Services by namespace and name.
+    /// Services of the namespaces involved, by namespace and name.
     pub services: BTreeMap<WorkloadKey, ServiceInfo>,
     /// The cluster DNS pods: namespace and selector (from the cluster DNS Service).
     pub cluster_dns: Option<(String, LabelSelector)>,

@@ -4,6 +4,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
+use trafficmap_api::ObservedTraffic;
 use trafficmap_api::observed::Protocol;
 
 use super::Drafted;
@@ -44,6 +45,7 @@ fn inventory() -> Inventory {
         WorkloadKey::new("shop", "cart"),
         ServiceInfo {
             headless: false,
+            selector: BTreeMap::from([("app".to_string(), "cart".to_string())]),
             ports: vec![ServicePort {
                 port: 80,
                 protocol: Protocol::Tcp,
@@ -55,6 +57,7 @@ fn inventory() -> Inventory {
         WorkloadKey::new("pay", "ledger"),
         ServiceInfo {
             headless: false,
+            selector: BTreeMap::from([("app".to_string(), "ledger".to_string())]),
             ports: vec![ServicePort {
                 port: 9090,
                 protocol: Protocol::Tcp,
@@ -211,6 +214,114 @@ fn the_api_server_is_reached_at_its_endpoints() {
     assert_eq!(
         egress[0]["spec"]["egress"][1],
         json!({"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}], "ports": tcp(&[json!(443), json!(6443)])})
+    );
+}
+
+/// `web` calls Service `carts` (port 80 -> 8080), which selects `tier=cart`: the pods of cart
+/// and of cart-canary.
+fn calls_through_a_service_of_two_workloads(
+    selector: &[(&str, &str)],
+) -> (Vec<ObservedTraffic>, Inventory) {
+    let mut inv = inventory();
+    for name in ["cart", "cart-canary"] {
+        let pods = inv
+            .workloads
+            .entry(WorkloadKey::new("shop", name))
+            .or_insert_with(|| pods(name, false));
+        pods.labels.insert("tier".into(), "cart".into());
+    }
+    inv.workloads
+        .insert(WorkloadKey::new("shop", "web"), pods("web", false));
+    inv.services.insert(
+        WorkloadKey::new("shop", "carts"),
+        ServiceInfo {
+            headless: false,
+            selector: selector
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ports: vec![ServicePort {
+                port: 80,
+                protocol: Protocol::Tcp,
+                target: IntOrString::Int(8080),
+            }],
+        },
+    );
+    let mut carts = target("carts", "shop", 80);
+    carts.kind = "Service".into();
+    carts.service = None;
+    let map = vec![
+        client("checkout", "shop", vec![target("cart", "shop", 80)], vec![]),
+        client("web", "shop", vec![carts], vec![]),
+    ];
+    (map, inv)
+}
+
+#[test]
+fn every_workload_behind_a_service_of_several_admits_its_clients() {
+    let (map, inv) = calls_through_a_service_of_two_workloads(&[("tier", "cart")]);
+    let rendered = render(&map, &inv);
+    assert_eq!(
+        rendered.notes,
+        [
+            "no egress policy for web.shop: calls to Service carts.shop reach pods of several workloads"
+        ]
+    );
+    let from = |workload: &str| {
+        let policies = to_json(&rendered.policies[&WorkloadKey::new("shop", workload)]);
+        let ingress = policies.last().expect("a policy")["spec"]["ingress"].clone();
+        ingress
+            .as_array()
+            .expect("rules")
+            .iter()
+            .map(|r| (r["from"][0]["podSelector"].clone(), r["ports"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        from("cart"),
+        [
+            (
+                json!({"matchLabels": {"app": "checkout"}}),
+                tcp(&[json!(80), json!("http")])
+            ),
+            (
+                json!({"matchLabels": {"app": "web"}}),
+                tcp(&[json!(80), json!(8080)])
+            ),
+        ]
+    );
+    assert_eq!(
+        from("cart-canary"),
+        [(
+            json!({"matchLabels": {"app": "web"}}),
+            tcp(&[json!(80), json!(8080)])
+        )]
+    );
+}
+
+#[test]
+fn a_service_whose_pods_cannot_be_told_leaves_its_namespace_without_ingress_policies() {
+    let (map, inv) = calls_through_a_service_of_two_workloads(&[]);
+    let rendered = render(&map, &inv);
+    assert!(
+        !rendered
+            .policies
+            .contains_key(&WorkloadKey::new("shop", "cart")),
+        "cart may be behind carts: {:?}",
+        rendered.policies
+    );
+    assert!(
+        rendered.notes.contains(
+            &"no ingress policy for cart.shop: its client web.shop calls Service carts.shop, whose pods cannot be told (not found, or it has no selector)".to_string()
+        ),
+        "{:?}",
+        rendered.notes
+    );
+    assert!(
+        rendered
+            .policies
+            .contains_key(&WorkloadKey::new("shop", "checkout")),
+        "checkout's egress does not depend on it"
     );
 }
 
