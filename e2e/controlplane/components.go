@@ -21,6 +21,10 @@ import (
 )
 
 const (
+	// apiserverIP is where the kube-apiserver listens and what it advertises: the address of
+	// the `default/kubernetes` Endpoints, as in a real cluster. A loopback address is not a valid
+	// endpoint, so controlplane.sh puts this one on a link of its own (tm-apiserver).
+	apiserverIP    = "10.255.255.1"
 	serviceCIDR    = "10.96.0.0/16"
 	firstServiceIP = "10.96.0.1"
 	saIssuer       = "https://kubernetes.default.svc.cluster.local"
@@ -46,8 +50,8 @@ var kcmControllers = []string{
 	"clusterrole-aggregation-controller",
 }
 
-// ports are the loopback ports picked for one run.
-type ports struct{ etcdClient, etcdPeer, apiserver, kcm int }
+// ports are the ports picked for one run (the apiserver's on apiserverIP, the rest on loopback).
+type ports struct{ etcdClient, etcdPeer, apiserver, kcm, scheduler int }
 
 // freePorts asks the kernel for n distinct free ports on 127.0.0.1 by holding
 // n listeners on :0 at once, then closing them for the components to reuse.
@@ -67,18 +71,23 @@ func freePorts(n int) ([]int, error) {
 // apiserverArgs are the kube-apiserver flags.
 func apiserverArgs(dir string, p *pki, pt ports) []string {
 	return []string{
-		"--bind-address=127.0.0.1",
+		"--bind-address=" + apiserverIP,
 		fmt.Sprintf("--secure-port=%d", pt.apiserver),
-		"--advertise-address=127.0.0.1",
-		// The "kubernetes" Service keeps no endpoints: a loopback address is
-		// not a valid endpoint IP.
-		"--endpoint-reconciler-type=none",
+		// The lease endpoint reconciler (the default) keeps the `default/kubernetes`
+		// Endpoints and EndpointSlice pointing here.
+		"--advertise-address=" + apiserverIP,
 		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", pt.etcdClient),
 		"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
 		"--client-ca-file=" + p.ca.certFile,
 		"--tls-cert-file=" + p.apiserver.certFile,
 		"--tls-private-key-file=" + p.apiserver.keyFile,
-		"--authorization-mode=RBAC",
+		// Kubelets are authorized as in kubeadm clusters: the Node authorizer and
+		// NodeRestriction limit each to its own node and pods.
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
+		// Logs, exec and port-forward through the kubelet's API.
+		"--kubelet-client-certificate=" + p.kubeletClient.certFile,
+		"--kubelet-client-key=" + p.kubeletClient.keyFile,
 		// TokenRequest / TokenReview: the issuer, the signing key and the
 		// verifying key; tokens without an explicit audience get this one.
 		"--service-account-issuer=" + saIssuer,
@@ -117,6 +126,22 @@ func kcmArgs(dir string, p *pki, pt ports) []string {
 		fmt.Sprintf("--secure-port=%d", pt.kcm),
 		// Serve /healthz with the apiserver's loopback certificate, so the
 		// supervisor can verify it against the CA.
+		"--tls-cert-file=" + p.apiserver.certFile,
+		"--tls-private-key-file=" + p.apiserver.keyFile,
+		"--profiling=false",
+	}
+}
+
+// schedulerArgs are the kube-scheduler flags.
+func schedulerArgs(dir string, p *pki, pt ports) []string {
+	kc := filepath.Join(dir, "scheduler.kubeconfig")
+	return []string{
+		"--kubeconfig=" + kc,
+		"--authentication-kubeconfig=" + kc,
+		"--authorization-kubeconfig=" + kc,
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", pt.scheduler),
 		"--tls-cert-file=" + p.apiserver.certFile,
 		"--tls-private-key-file=" + p.apiserver.keyFile,
 		"--profiling=false",

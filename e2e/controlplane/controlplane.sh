@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Local Kubernetes control plane for the e2e tests (real etcd, kube-apiserver
-# and kube-controller-manager v1.36.3, built from the Go modules; no nodes).
+# Local Kubernetes control plane for the e2e tests (real etcd, kube-apiserver,
+# kube-controller-manager and kube-scheduler v1.36.3, built from the Go modules;
+# nodes come from the simulator or e2e/node). Needs root: the apiserver's address
+# is on a link of its own.
 #
 #   controlplane.sh build    go build to <root>/target/go/controlplane
 #   controlplane.sh up       start it (idempotent); last line = kubeconfig path
@@ -23,6 +25,11 @@ PIDFILE="$DIR/supervisor.pid"
 KUBECONFIG_OUT="$RUN/kubeconfig"
 READY_TIMEOUT="${CONTROLPLANE_READY_TIMEOUT:-180}"
 K8S_VERSION=v1.36.3
+# The kube-apiserver listens on, and advertises, API_IP on a link of its own: the
+# `default/kubernetes` endpoints need an address that is not loopback (components.go:
+# apiserverIP). The link is a bridge with no ports, as this kernel has no dummy links.
+API_LINK=tm-apiserver
+API_IP=10.255.255.1
 
 log() { echo "controlplane: $*" >&2; }
 
@@ -98,6 +105,13 @@ lock() {
   flock 9
 }
 
+# The link that carries API_IP (idempotent).
+ensure_api_link() {
+  ip link show "$API_LINK" >/dev/null 2>&1 || ip link add "$API_LINK" type bridge
+  ip addr replace "$API_IP/32" dev "$API_LINK"
+  ip link set "$API_LINK" up
+}
+
 up() {
   local pid
   lock
@@ -117,6 +131,7 @@ up() {
   fi
   stop >/dev/null
   build
+  ensure_api_link
   mkdir -p "$DIR"
   # setsid: the supervisor leads its own process group, which `down` can kill.
   setsid "$BIN" up --dir "$DIR" </dev/null >"$DIR/supervisor.log" 2>&1 9>&- &
@@ -150,6 +165,7 @@ stop() {
     done
   fi
   rm -rf "$DIR" "$KUBECONFIG_OUT" "$KUBECONFIG_OUT.tmp"
+  ip link del "$API_LINK" 2>/dev/null || true
   echo "controlplane: down"
 }
 

@@ -42,7 +42,9 @@ type certSpec struct {
 
 // pki holds every credential the components need.
 type pki struct {
-	ca, apiserver, admin, controllerManager *keyPair
+	ca, apiserver, admin, controllerManager, scheduler *keyPair
+	// kubeletClient is the apiserver's identity towards kubelets (logs, exec).
+	kubeletClient *keyPair
 	// The front-proxy CA signs the client cert the apiserver's aggregator
 	// presents to extension apiservers (kubeadm's layout).
 	frontProxyCA, frontProxyClient *keyPair
@@ -60,7 +62,8 @@ func ensurePKI(dir string) (*pki, error) {
 		return nil, err
 	}
 	leafOf := func(ca *keyPair, fresh bool, s certSpec) (*keyPair, error) {
-		if fresh { // a new CA invalidates every old leaf
+		if fresh || !covers(filepath.Join(dir, s.name+".crt"), s.ips) {
+			// a new CA invalidates every old leaf, and a new address an old serving cert
 			_ = os.Remove(filepath.Join(dir, s.name+".crt"))
 		}
 		kp, _, err := loadOrCreate(dir, s.name, func() (*x509.Certificate, crypto.Signer, error) {
@@ -84,7 +87,7 @@ func ensurePKI(dir string) (*pki, error) {
 		name: "apiserver", cn: "kube-apiserver", usage: x509.ExtKeyUsageServerAuth,
 		dnsNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
-		ips: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP(firstServiceIP)},
+		ips: []net.IP{net.ParseIP(apiserverIP), net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP(firstServiceIP)},
 	}); err != nil {
 		return nil, err
 	}
@@ -96,11 +99,41 @@ func ensurePKI(dir string) (*pki, error) {
 		usage: x509.ExtKeyUsageClientAuth}); err != nil {
 		return nil, err
 	}
+	if p.scheduler, err = leaf(certSpec{name: "scheduler", cn: "system:kube-scheduler",
+		usage: x509.ExtKeyUsageClientAuth}); err != nil {
+		return nil, err
+	}
+	if p.kubeletClient, err = leaf(certSpec{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client",
+		orgs: []string{"system:masters"}, usage: x509.ExtKeyUsageClientAuth}); err != nil {
+		return nil, err
+	}
 	p.saKeyFile, p.saPubFile = filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
 	if err := ensureSAKey(p.saKeyFile, p.saPubFile); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// covers reports whether the certificate in file (if readable) names every IP in ips.
+func covers(file string, ips []net.IP) bool {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return true // nothing to invalidate
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return false
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return false
+	}
+	for _, ip := range ips {
+		if cert.VerifyHostname(ip.String()) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // loadOrCreateCA returns the self-signed CA DIR/NAME.{crt,key}.
@@ -127,17 +160,10 @@ func loadOrCreate(dir, name string, mk func() (*x509.Certificate, crypto.Signer,
 	if err != nil {
 		return nil, false, fmt.Errorf("create %s: %w", name, err)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := writePEM(kp.keyFile, "PRIVATE KEY", keyDER, 0o600); err != nil {
-		return nil, false, err
-	}
-	if err := writePEM(kp.certFile, "CERTIFICATE", cert.Raw, 0o644); err != nil {
-		return nil, false, err
-	}
 	kp.cert, kp.key = cert, key
+	if err := writePair(kp); err != nil {
+		return nil, false, err
+	}
 	return kp, true, nil
 }
 
@@ -185,6 +211,27 @@ func ensureSAKey(keyFile, pubFile string) error {
 		return err
 	}
 	return writePEM(pubFile, "PUBLIC KEY", pub, 0o644)
+}
+
+// writePair writes kp's key (0600) and certificate as PEM.
+func writePair(kp *keyPair) error {
+	keyDER, err := x509.MarshalPKCS8PrivateKey(kp.key)
+	if err != nil {
+		return err
+	}
+	if err := writePEM(kp.keyFile, "PRIVATE KEY", keyDER, 0o600); err != nil {
+		return err
+	}
+	return writePEM(kp.certFile, "CERTIFICATE", kp.cert.Raw, 0o644)
+}
+
+// readKeyPair loads an existing pair.
+func readKeyPair(certFile, keyFile string) (*keyPair, error) {
+	cert, key, err := readPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", certFile, err)
+	}
+	return &keyPair{cert: cert, key: key, certFile: certFile, keyFile: keyFile}, nil
 }
 
 // readPair parses a PEM certificate and its PKCS#8 private key.

@@ -34,6 +34,7 @@ type state struct {
 	APIServer         string `json:"apiserver"`
 	Etcd              string `json:"etcd"`
 	ControllerManager string `json:"controllerManager"`
+	Scheduler         string `json:"scheduler"`
 	Kubeconfig        string `json:"kubeconfig"`
 	CA                string `json:"ca"`
 	ServiceCIDR       string `json:"serviceCIDR"`
@@ -94,15 +95,16 @@ func up(dir string) error {
 	if err != nil {
 		return err
 	}
-	pp, err := freePorts(4)
+	pp, err := freePorts(5)
 	if err != nil {
 		return err
 	}
-	pt := ports{etcdClient: pp[0], etcdPeer: pp[1], apiserver: pp[2], kcm: pp[3]}
+	pt := ports{etcdClient: pp[0], etcdPeer: pp[1], apiserver: pp[2], kcm: pp[3], scheduler: pp[4]}
 	st := state{
-		APIServer:         fmt.Sprintf("https://127.0.0.1:%d", pt.apiserver),
+		APIServer:         fmt.Sprintf("https://%s:%d", apiserverIP, pt.apiserver),
 		Etcd:              fmt.Sprintf("http://127.0.0.1:%d", pt.etcdClient),
 		ControllerManager: fmt.Sprintf("https://127.0.0.1:%d", pt.kcm),
+		Scheduler:         fmt.Sprintf("https://127.0.0.1:%d", pt.scheduler),
 		Kubeconfig:        filepath.Join(dir, "kubeconfig"),
 		CA:                p.ca.certFile,
 		ServiceCIDR:       serviceCIDR,
@@ -114,6 +116,10 @@ func up(dir string) error {
 	}
 	if err := writeKubeconfig(filepath.Join(dir, "controller-manager.kubeconfig"), st.APIServer,
 		"system:kube-controller-manager", p.ca, p.controllerManager); err != nil {
+		return err
+	}
+	if err := writeKubeconfig(filepath.Join(dir, "scheduler.kubeconfig"), st.APIServer,
+		"system:kube-scheduler", p.ca, p.scheduler); err != nil {
 		return err
 	}
 	js, _ := json.MarshalIndent(st, "", "  ")
@@ -131,7 +137,7 @@ func up(dir string) error {
 
 	var children []*child
 	defer func() { stopAll(children) }()
-	exited := make(chan *child, 2)
+	exited := make(chan *child, 3)
 	spawn := func(name string, args []string) error {
 		c, err := startChild(dir, name, args, exited)
 		if err == nil {
@@ -209,6 +215,10 @@ func up(dir string) error {
 					return err
 				}
 				kcm = children[len(children)-1]
+				if err := spawn("kube-scheduler", schedulerArgs(dir, p, pt)); err != nil {
+					return err
+				}
+				sched := children[len(children)-1]
 				go func() {
 					if err := pr.waitOK(ctx, kcm.done, st.ControllerManager+"/healthz",
 						// its controllers run: the serviceaccount controller made this
@@ -217,11 +227,16 @@ func up(dir string) error {
 						return
 					}
 					log.Printf("kube-controller-manager healthy at %s (%s)", st.ControllerManager, time.Since(start).Round(time.Millisecond))
+					if err := pr.waitOK(ctx, sched.done, st.Scheduler+"/healthz"); err != nil {
+						readyErr <- err
+						return
+					}
+					log.Printf("kube-scheduler healthy at %s (%s)", st.Scheduler, time.Since(start).Round(time.Millisecond))
 					readyErr <- nil
 				}()
 				continue
 			}
-			// Both healthy: tell the world.
+			// All healthy: tell the world.
 			if err := writeFileAtomic(readyFile, []byte(st.APIServer+"\n"), 0o644); err != nil {
 				return err
 			}
@@ -265,6 +280,7 @@ func logPath(dir, name string) string {
 	return filepath.Join(dir, map[string]string{
 		"kube-apiserver":          "apiserver.log",
 		"kube-controller-manager": "controller-manager.log",
+		"kube-scheduler":          "scheduler.log",
 	}[name])
 }
 
