@@ -13,20 +13,18 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, Service};
-use kube::api::{
-    DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions,
-};
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
+use super::calls;
 use super::cgroup;
 use super::ipam::PodIpPool;
 use super::network::{self, PodDns};
-use super::spec::{CallTarget, TrafficSpec, Via};
-use super::traffic::{CallArg, ListenArg};
+use super::spec::TrafficSpec;
 use super::{CLUSTER_DOMAIN, NODE_IP, TRAFFIC_ANNOTATION};
 use crate::{Error, Result, kube_context};
 
@@ -306,83 +304,7 @@ impl Kubelet {
             })?,
             None => TrafficSpec::default(),
         };
-        let mut args = Vec::new();
-        for listen in &spec.listen {
-            args.push("--listen".to_string());
-            args.push(
-                ListenArg {
-                    port: listen.port,
-                    protocol: listen.protocol,
-                }
-                .to_string(),
-            );
-        }
-        for call in &spec.calls {
-            let target = call.target().map_err(Error::Exited)?;
-            let host = match (&target, call.via) {
-                (CallTarget::External { dns_name }, Via::Dns) => dns_name.clone(),
-                (CallTarget::External { dns_name }, _) => {
-                    return Err(Error::Exited(format!(
-                        "call to external:{dns_name}: only via dns is possible"
-                    )));
-                }
-                (CallTarget::InCluster { name, namespace }, Via::Dns) => {
-                    format!("{name}.{namespace}.svc.{}", self.config.dns.cluster_domain)
-                }
-                (CallTarget::InCluster { name, namespace }, Via::Clusterip) => {
-                    self.cluster_ip(namespace, name).await?
-                }
-                (CallTarget::InCluster { name, namespace }, Via::Podip) => {
-                    self.pod_ip_of(namespace, name).await?
-                }
-            };
-            args.push("--call".to_string());
-            args.push(
-                CallArg {
-                    host,
-                    port: call.port,
-                    protocol: call.protocol,
-                    pattern: call.pattern,
-                }
-                .to_string(),
-            );
-        }
-        Ok(args)
-    }
-
-    async fn cluster_ip(&self, namespace: &str, name: &str) -> Result<String> {
-        let service = Api::<Service>::namespaced(self.client.clone(), namespace)
-            .get(name)
-            .await
-            .map_err(kube_context(format!("service {name}.{namespace}")))?;
-        match service.spec.and_then(|s| s.cluster_ip) {
-            Some(ip) if ip != "None" && !ip.is_empty() => Ok(ip),
-            _ => Err(Error::Exited(format!(
-                "service {name}.{namespace} has no ClusterIP (headless?)"
-            ))),
-        }
-    }
-
-    /// An IP of a running pod labelled `app=<name>` (the scenario's workload label).
-    async fn pod_ip_of(&self, namespace: &str, name: &str) -> Result<String> {
-        let pods = Api::<Pod>::namespaced(self.client.clone(), namespace)
-            .list(&ListParams::default().labels(&format!("app={name}")))
-            .await
-            .map_err(kube_context(format!("pods of {name}.{namespace}")))?;
-        let mut ips: Vec<String> = pods
-            .items
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter_map(|p| p.status.as_ref())
-            .filter(|s| s.phase.as_deref() == Some("Running"))
-            .filter_map(|s| s.pod_ip.clone())
-            .collect();
-        ips.sort();
-        ips.into_iter().next().ok_or_else(|| {
-            Error::Exited(format!(
-                "no running pod of {name}.{namespace} yet (podip call)"
-            ))
-        })
+        calls::traffic_args(&self.client, &spec, &self.config.dns.cluster_domain).await
     }
 
     async fn start(&mut self, pod: &Pod, uid: &str) -> Result<()> {
@@ -460,6 +382,13 @@ impl Kubelet {
             }
         })?;
         let (out, err) = crate::log_files(&pod.log)?;
+        // As a container runtime does: a pod has a UTS namespace of its own with its name as
+        // hostname (cut to 63 bytes, as the kubelet does), and HOSTNAME says so; a hostNetwork
+        // pod shares the node's.
+        let hostname = match pod.host_network {
+            true => None,
+            false => Some(pod_hostname(&pod.name)),
+        };
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", netns])
@@ -469,7 +398,11 @@ impl Kubelet {
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
-        // SAFETY: only async-signal-safe calls (open, write, close, setsid) between fork and exec.
+        if let Some(hostname) = &hostname {
+            command.env("HOSTNAME", hostname);
+        }
+        // SAFETY: only async-signal-safe calls (open, write, close, unshare, sethostname, setsid)
+        // between fork and exec; `hostname` is owned by the closure and outlives every call.
         unsafe {
             command.pre_exec(move || {
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -480,6 +413,13 @@ impl Kubelet {
                 libc::close(fd);
                 if written != 1 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(hostname) = &hostname {
+                    if libc::unshare(libc::CLONE_NEWUTS) != 0
+                        || libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 libc::setsid();
                 Ok(())
@@ -746,6 +686,12 @@ fn micro_time() -> String {
     format!("{}.{fraction:06}Z", whole.strftime("%Y-%m-%dT%H:%M:%S"))
 }
 
+/// A pod's hostname: its name cut to 63 bytes without a trailing `-` or `.` (the kubelet's rule).
+fn pod_hostname(name: &str) -> String {
+    let cut = &name[..name.len().min(63)];
+    cut.trim_end_matches(['-', '.']).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -753,5 +699,12 @@ mod tests {
         let t = super::micro_time();
         assert_eq!(t.len(), "2006-01-02T15:04:05.000000Z".len(), "{t}");
         assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.');
+    }
+
+    #[test]
+    fn hostnames_are_cut_like_the_kubelet_cuts_them() {
+        assert_eq!(super::pod_hostname("web-7d9f-abcde"), "web-7d9f-abcde");
+        let long = format!("{}-x", "a".repeat(62));
+        assert_eq!(super::pod_hostname(&long), "a".repeat(62));
     }
 }

@@ -10,6 +10,7 @@
 //! - [`cleanup`] removes whatever a killed run left behind.
 
 pub mod addons;
+pub mod calls;
 pub mod cgroup;
 pub mod cleanup;
 pub mod internet;
