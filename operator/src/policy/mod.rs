@@ -1,8 +1,8 @@
 //! The map as network policy that enforcement engines apply: what the cluster must tell about
 //! its workloads ([`inventory`]), what the policies must allow whatever the engine
-//! ([`allowed`]), its Kubernetes NetworkPolicy rendering ([`networkpolicy`]), and
-//! NetworkPolicy's semantics over a call ([`evaluate`]). Pure: the CLI gathers the inventory and
-//! writes the files.
+//! ([`allowed`]), its renderings as Kubernetes NetworkPolicy ([`networkpolicy`]) and as
+//! CiliumNetworkPolicy ([`cilium`]), and NetworkPolicy's semantics over a call ([`evaluate`]).
+//! Pure: the CLI gathers the inventory and writes the files.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +14,7 @@ use inventory::WorkloadKey;
 
 pub mod allowed;
 pub mod calls;
+pub mod cilium;
 pub mod evaluate;
 pub mod inventory;
 pub mod networkpolicy;

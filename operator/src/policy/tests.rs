@@ -12,14 +12,14 @@ use super::inventory::{Inventory, ServiceInfo, ServicePort, WorkloadKey, Workloa
 use super::networkpolicy::render;
 use crate::cli::fixtures::{client, internet, target};
 
-fn app(name: &str) -> LabelSelector {
+pub(super) fn app(name: &str) -> LabelSelector {
     LabelSelector {
         match_labels: Some(BTreeMap::from([("app".to_string(), name.to_string())])),
         match_expressions: None,
     }
 }
 
-fn pods(name: &str, host_network: bool) -> WorkloadPods {
+pub(super) fn pods(name: &str, host_network: bool) -> WorkloadPods {
     WorkloadPods {
         selector: app(name),
         host_network,
@@ -30,7 +30,7 @@ fn pods(name: &str, host_network: bool) -> WorkloadPods {
 
 /// checkout and cart in shop, ledger in pay; Services in front of cart (80 -> http) and ledger
 /// (9090 -> 9091); CoreDNS in kube-system; one node; the API server at 10.0.0.1:6443.
-fn inventory() -> Inventory {
+pub(super) fn inventory() -> Inventory {
     let mut inv = Inventory {
         cluster_dns: Some(("kube-system".into(), app("kube-dns"))),
         node_ips: vec!["10.0.0.5".parse().expect("ip")],
