@@ -39,6 +39,8 @@ Examples:
   kubectl trafficmap export -o intents.yaml && kubectl apply --dry-run=server -f intents.yaml
   # Kubernetes NetworkPolicy instead: per client egress, per server ingress, one file per workload
   kubectl trafficmap export --format networkpolicy --output-type dir -o policies/
+  # CiliumNetworkPolicy instead: the same policies, internet targets by DNS name as well
+  kubectl trafficmap export --format cilium --output-type dir -o cilium-policies/
   # Refuse while a workload has been observed for less than a week
   kubectl trafficmap export --min-observed 7d -o intents.yaml";
 
@@ -126,7 +128,7 @@ pub enum Command {
     /// Print each client workload and what it calls.
     #[command(after_help = LIST_EXAMPLES)]
     List,
-    /// Write the draft ClientIntents (k8s.otterize.com/v2beta1), or NetworkPolicy, for the observed calls.
+    /// Write the draft ClientIntents (k8s.otterize.com/v2beta1), NetworkPolicy or CiliumNetworkPolicy, for the observed calls.
     #[command(after_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
     /// Compare observed calls with ClientIntents in the cluster or in files.
@@ -146,7 +148,7 @@ pub enum Command {
 /// `export` flags.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Serialization of the ClientIntents.
+    /// What to write: ClientIntents as YAML or JSON, or network policy.
     #[arg(long, value_enum, default_value_t = ExportFormat::Yaml)]
     pub format: ExportFormat,
     /// Output file (default: stdout), or the directory with `--output-type dir`.
@@ -160,8 +162,8 @@ pub struct ExportArgs {
     /// be locked out of the calls it has not made yet.
     #[arg(long = "min-observed", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub min_observed: Option<std::time::Duration>,
-    /// The cluster DNS Service, `namespace/name`, whose pods every NetworkPolicy lets clients
-    /// query (with `--format networkpolicy`).
+    /// The cluster DNS Service, `namespace/name`, whose pods every policy lets clients query
+    /// (with `--format networkpolicy` or `cilium`).
     #[arg(
         long,
         value_name = "NAMESPACE/NAME",
@@ -182,6 +184,10 @@ pub enum ExportFormat {
     /// and the internet addresses seen; per server workload ingress from its clients.
     #[value(name = "networkpolicy")]
     NetworkPolicy,
+    /// CiliumNetworkPolicy (cilium.io/v2, YAML): the same policies, with cluster DNS through
+    /// Cilium's DNS proxy, internet targets by DNS name (toFQDNs) and the addresses seen, nodes
+    /// and the API server as entities.
+    Cilium,
 }
 
 /// Where an export goes.
@@ -189,7 +195,8 @@ pub enum ExportFormat {
 pub enum OutputType {
     /// One file (or stdout).
     File,
-    /// A directory, one `<workload>.<namespace>.<format>` file per client.
+    /// A directory, one file per workload: `<workload>.<namespace>.yaml` (or `.json`) for
+    /// ClientIntents, `<workload>.<namespace>.<format>.yaml` for network policy.
     Dir,
 }
 

@@ -137,12 +137,12 @@ async fn export_command(
     let encoding = match args.format {
         ExportFormat::Yaml => export::Encoding::Yaml,
         ExportFormat::Json => export::Encoding::Json,
-        ExportFormat::NetworkPolicy => {
+        ExportFormat::NetworkPolicy | ExportFormat::Cilium => {
             let cluster = Cluster::connect(common).await?;
             let inventory = cluster
                 .inventory(&observed, &args.cluster_dns_service)
                 .await?;
-            return export_network_policies(&observed, &inventory, args);
+            return export_policies(&observed, &inventory, args);
         }
     };
     let intents = export::render_all(&observed);
@@ -187,20 +187,36 @@ fn write_export(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes the NetworkPolicies of `observed`, noting what could not be expressed.
-fn export_network_policies(
+/// Writes the NetworkPolicies or CiliumNetworkPolicies of `observed`, noting what could not be
+/// expressed.
+fn export_policies(
     observed: &[trafficmap_api::ObservedTraffic],
     inventory: &crate::policy::inventory::Inventory,
     args: &ExportArgs,
 ) -> Result<ExitCode, CliError> {
-    let rendered = crate::policy::networkpolicy::render(observed, inventory);
+    if args.format == ExportFormat::Cilium {
+        let rendered = crate::policy::cilium::render(observed, inventory);
+        write_policies(&rendered, "cilium", "CiliumNetworkPolicy", args)
+    } else {
+        let rendered = crate::policy::networkpolicy::render(observed, inventory);
+        write_policies(&rendered, "networkpolicy", "NetworkPolicy", args)
+    }
+}
+
+/// Notes what `rendered` left out and writes its policies; files are named after `format`.
+fn write_policies<P: serde::Serialize>(
+    rendered: &crate::policy::Rendered<P>,
+    format: &str,
+    kind: &str,
+    args: &ExportArgs,
+) -> Result<ExitCode, CliError> {
     for line in &rendered.notes {
         note(line);
     }
     write_export(
         args,
-        || policy_export::serialize_per_workload(&rendered, "networkpolicy", "NetworkPolicy"),
-        || policy_export::serialize_all(&rendered, "NetworkPolicy"),
+        || policy_export::serialize_per_workload(rendered, format, kind),
+        || policy_export::serialize_all(rendered, kind),
     )
 }
 
