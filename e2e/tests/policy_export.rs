@@ -1,18 +1,28 @@
-//! `kubectl trafficmap export --format networkpolicy` against the real control plane: the
-//! policies select the workloads' pods by their controllers' selectors, reach a Service's
-//! backends on its target port, let clients query cluster DNS, and the API server accepts them;
-//! `diff --networkpolicy` finds no observed call they block, and finds the one a deny-all does.
+//! `kubectl trafficmap export --format networkpolicy` and `--format cilium` against the real
+//! control plane: the policies select the workloads' pods by their controllers' selectors, reach
+//! a Service's backends on its target port, let clients query cluster DNS, and the API server
+//! accepts them (CiliumNetworkPolicy validated against Cilium's published CRD, kept in
+//! `third_party/cilium/`); `diff --networkpolicy` finds no observed call they block, and finds
+//! the one a deny-all does.
 //!
 //! Needs the control plane (`make e2e-test` starts it) and the built binaries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::Api;
+use kube::api::{
+    ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, ValidationDirective,
+};
+use kube::{Api, Client};
+use serde::Deserialize;
 use serde_json::{Value, json};
-use trafficmap_e2e::chaos::harness::{Setup, connection, report};
-use trafficmap_e2e::cluster::{kubeconfig_path, repo_root};
+use trafficmap_e2e::chaos::harness::{NAMESPACE_PREFIX, Setup, connection, dns, ip, report};
+use trafficmap_e2e::cluster::{admin_client, kubeconfig_path, repo_root, wait_for};
+use trafficmap_e2e::crds::install;
+use trafficmap_e2e::fixtures::reap_stale_namespaces;
 use trafficmap_e2e::operator::bin_path;
 
 fn run(program: &Path, args: &[&str]) -> (bool, String, String) {
@@ -30,6 +40,7 @@ fn run(program: &Path, args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test]
 async fn exported_network_policies_select_the_workloads_and_the_api_server_accepts_them() {
+    reap("netpol").await;
     let setup = Setup::new("netpol", &[]).await.expect("setup");
     let ns = setup.ns.name.clone();
     let pair = setup
@@ -153,6 +164,227 @@ async fn exported_network_policies_select_the_workloads_and_the_api_server_accep
     assert!(
         out.ends_with("1 of 1 observed call(s) would be blocked by NetworkPolicy.\n"),
         "{out}"
+    );
+    setup.cleanup().await;
+}
+
+/// Deletes what an earlier run of `case` that failed left: its pods hold the addresses this
+/// run gives its own.
+async fn reap(case: &str) {
+    let admin = admin_client().await.expect("client");
+    reap_stale_namespaces(&admin, &format!("{NAMESPACE_PREFIX}{case}-"))
+        .await
+        .expect("reap");
+}
+
+/// Cilium's CiliumNetworkPolicy CRD, kept verbatim (origin and licence beside it).
+fn cilium_crd() -> PathBuf {
+    repo_root().join("third_party/cilium/ciliumnetworkpolicies.yaml")
+}
+
+/// The documents of every file in `dir`, sorted by file name.
+fn documents(dir: &Path) -> Vec<Value> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("written")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .collect();
+    paths.sort();
+    let mut docs = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).expect("readable");
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            docs.push(Value::deserialize(doc).expect("YAML"));
+        }
+    }
+    docs
+}
+
+/// Server-side applies `object` with dryRun=All and fieldValidation=Strict: the API server
+/// checks it against the CRD's openAPIV3Schema and refuses unknown fields; nothing is stored.
+async fn dry_run_apply(client: &Client, object: &Value) -> Result<Value, kube::Error> {
+    let gvk = GroupVersionKind::gvk("cilium.io", "v2", "CiliumNetworkPolicy");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "ciliumnetworkpolicies");
+    let namespace = object["metadata"]["namespace"].as_str().expect("namespace");
+    let name = object["metadata"]["name"].as_str().expect("name");
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
+    let params = PatchParams {
+        dry_run: true,
+        force: false,
+        field_manager: Some("trafficmap-e2e".into()),
+        field_validation: Some(ValidationDirective::Strict),
+    };
+    let applied = api.patch(name, &params, &Patch::Apply(object)).await?;
+    Ok(serde_json::to_value(applied).expect("json"))
+}
+
+#[tokio::test]
+async fn exported_cilium_policies_cover_each_call_and_pass_ciliums_published_schema() {
+    reap("cilium").await;
+    let setup = Setup::new("cilium", &[]).await.expect("setup");
+    install(&setup.client, &[cilium_crd()])
+        .await
+        .expect("Cilium's CRD");
+    let ns = setup.ns.name.clone();
+    let pair = setup
+        .client_and_server("10.244.64", true)
+        .await
+        .expect("pair");
+    let api_server = Api::<Service>::namespaced(setup.client.clone(), "default")
+        .get("kubernetes")
+        .await
+        .expect("the API server's Service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    let api_server = ip(&api_server).expect("ip");
+    let stripe = ip("192.0.2.64").expect("ip");
+    let body = report(vec![
+        connection(pair.client, pair.cluster_ip, 80),
+        connection(pair.client, api_server, 443),
+        dns(pair.client, "api.stripe.com", stripe),
+        connection(pair.client, stripe, 443),
+    ])
+    .expect("report");
+    assert_eq!(
+        setup.post(Some(&setup.token), body).await.expect("post"),
+        202
+    );
+    setup
+        .wait_for_targets("client", &["kubernetes", "server"])
+        .await
+        .expect("mapped");
+    wait_for("the internet target", Duration::from_secs(45), || async {
+        let observed = setup.observed("client").await?;
+        let named = observed
+            .and_then(|o| o.status)
+            .is_some_and(|s| s.internet_targets.iter().any(|t| t.dns_name.is_some()));
+        Ok(named.then_some(()))
+    })
+    .await
+    .expect("api.stripe.com mapped");
+
+    let cli = bin_path("kubectl-trafficmap").expect("built CLI");
+    let dir = repo_root().join("target/e2e-tmp").join(&ns);
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let (ok, _, stderr) = run(
+        &cli,
+        &[
+            "export",
+            "-n",
+            &ns,
+            "--format",
+            "cilium",
+            "--output-type",
+            "dir",
+            "-o",
+            dir_arg,
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("written")
+        .filter_map(|e| Some(e.ok()?.file_name().to_str()?.to_string()))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            format!("client.{ns}.cilium.yaml"),
+            format!("server.{ns}.cilium.yaml")
+        ]
+    );
+    let text = std::fs::read_to_string(dir.join(&files[0])).expect("readable");
+    assert!(
+        text.starts_with("# Drafted by trafficmap from the calls observed since "),
+        "{text}"
+    );
+
+    let docs = documents(&dir);
+    let names: Vec<&str> = docs
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        ["trafficmap-client-egress", "trafficmap-server-ingress"]
+    );
+    for doc in &docs {
+        assert_eq!(
+            doc["metadata"].as_object().map(|m| m.len()),
+            Some(2),
+            "name and namespace only: {doc}"
+        );
+        let applied = dry_run_apply(&setup.client, doc)
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused {}: {e}", doc["metadata"]["name"]));
+        assert_eq!(applied["spec"], doc["spec"], "nothing pruned");
+    }
+
+    let in_ns =
+        |app: &str| json!({"matchLabels": {"app": app, "k8s:io.kubernetes.pod.namespace": ns}});
+    let tcp = |ports: &[&str]| json!([{"ports": ports.iter().map(|p| json!({"port": p, "protocol": "TCP"})).collect::<Vec<_>>()}]);
+    let egress = &docs[0]["spec"]["egress"];
+    assert_eq!(egress.as_array().map(Vec::len), Some(5), "{egress}");
+    assert_eq!(
+        egress[0]["toPorts"][0]["rules"],
+        json!({"dns": [{"matchPattern": "*"}]})
+    );
+    let dns_selector = Api::<Service>::namespaced(setup.client.clone(), "kube-system")
+        .get("kube-dns")
+        .await
+        .expect("the cluster DNS Service")
+        .spec
+        .and_then(|s| s.selector)
+        .filter(|s| !s.is_empty());
+    let dns_pods = dns_selector.map(|mut labels| {
+        labels.insert(
+            "k8s:io.kubernetes.pod.namespace".into(),
+            "kube-system".into(),
+        );
+        json!([{ "matchLabels": labels }])
+    });
+    assert_eq!(
+        egress[0]["toEndpoints"],
+        dns_pods.unwrap_or(Value::Null),
+        "the cluster DNS pods by the Service's selector, or any peer on 53 when it has none"
+    );
+    assert_eq!(
+        egress[1],
+        json!({"toEndpoints": [in_ns("server")], "toPorts": tcp(&["80", "8080"])}),
+        "the Service port and the pod port it leads to"
+    );
+    assert_eq!(egress[2]["toEntities"], json!(["kube-apiserver"]));
+    assert_eq!(
+        egress[3],
+        json!({"toFQDNs": [{"matchName": "api.stripe.com"}], "toPorts": tcp(&["443"])})
+    );
+    assert_eq!(
+        egress[4],
+        json!({"toCIDR": ["192.0.2.64/32"], "toPorts": tcp(&["443"])})
+    );
+    assert_eq!(
+        docs[1]["spec"]["ingress"],
+        json!([{"fromEndpoints": [in_ns("client")], "toPorts": tcp(&["80", "8080"])}])
+    );
+
+    // The check can fail: a field Cilium does not have, and a value its schema does not allow.
+    let mut unknown = docs[0].clone();
+    let rule = unknown["spec"]["egress"][3]
+        .as_object_mut()
+        .expect("the toFQDNs rule");
+    let names = rule.remove("toFQDNs").expect("toFQDNs");
+    rule.insert("toFQDN".into(), names);
+    let refused = dry_run_apply(&setup.client, &unknown).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.message.contains(".spec.egress[3].toFQDN: field not declared in schema")),
+        "an unknown field is refused: {refused:?}"
+    );
+    let mut invalid = docs[0].clone();
+    invalid["spec"]["egress"][2]["toEntities"] = json!(["apiserver"]);
+    let refused = dry_run_apply(&setup.client, &invalid).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("Unsupported value: \"apiserver\"")),
+        "an entity Cilium does not know is refused: {refused:?}"
     );
     setup.cleanup().await;
 }
