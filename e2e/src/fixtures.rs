@@ -18,6 +18,10 @@ use crate::cluster::wait_for;
 use crate::{Result, kube_context};
 
 /// Name of the node tests bind pods to.
+/// Scheduler named by the pods that tests and the node simulator place themselves (by a Binding).
+/// No such scheduler runs, so kube-scheduler leaves those pods to them, as with any second
+/// scheduler.
+pub const SELF_SCHEDULED: &str = "trafficmap-e2e";
 pub const TEST_NODE: &str = "tm-test-node";
 
 /// Removes what earlier, interrupted runs left in namespaces named `<prefix>*` other than
@@ -91,7 +95,8 @@ pub async fn deployment(
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels, "annotations": annotations},
-                "spec": {"containers": [{"name": "main", "image": "example.invalid/app:1"}]}
+                "spec": {"schedulerName": SELF_SCHEDULED,
+                         "containers": [{"name": "main", "image": "example.invalid/app:1"}]}
             }
         }
     }))

@@ -211,7 +211,8 @@ async fn a_deployment_gets_a_replicaset_from_the_controller_manager() {
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}
+                "spec": {"schedulerName": trafficmap_e2e::fixtures::SELF_SCHEDULED,
+                         "containers": [{"name": "web", "image": "example.invalid/web:1"}]}
             }
         }
     }))

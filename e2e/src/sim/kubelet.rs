@@ -414,12 +414,11 @@ impl Kubelet {
                 if written != 1 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if let Some(hostname) = &hostname {
-                    if libc::unshare(libc::CLONE_NEWUTS) != 0
-                        || libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                if let Some(hostname) = &hostname
+                    && (libc::unshare(libc::CLONE_NEWUTS) != 0
+                        || libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
                 libc::setsid();
                 Ok(())
