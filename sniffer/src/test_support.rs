@@ -20,8 +20,9 @@ pub fn private_netns_with_loopback() {
             *dst = *src as libc::c_char;
         }
         let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request), 0);
+        // `as _`: ioctl's request is c_ulong in glibc, c_int in musl.
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut request), 0);
         request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &request), 0);
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &request), 0);
     }
 }

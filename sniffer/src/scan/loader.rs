@@ -107,7 +107,8 @@ fn with_message<T>(control_len: usize, use_message: impl FnOnce(&mut libc::msghd
     message.msg_iov = &mut iov;
     message.msg_iovlen = 1;
     message.msg_control = control.as_mut_ptr().cast();
-    message.msg_controllen = control_len.min(size_of::<Control>());
+    // `as _`: size_t in glibc, socklen_t (u32) in musl.
+    message.msg_controllen = control_len.min(size_of::<Control>()) as _;
     use_message(&mut message)
 }
 
@@ -125,7 +126,7 @@ pub fn send_fd(socket: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
             }
             (*header).cmsg_level = libc::SOL_SOCKET;
             (*header).cmsg_type = libc::SCM_RIGHTS;
-            (*header).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+            (*header).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as _;
             std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd.as_raw_fd());
             if libc::sendmsg(socket.as_raw_fd(), message, 0) < 0 {
                 return Err(io::Error::last_os_error());
@@ -155,7 +156,8 @@ pub fn receive_fd(socket: BorrowedFd<'_>) -> io::Result<OwnedFd> {
             if header.is_null()
                 || (*header).cmsg_level != libc::SOL_SOCKET
                 || (*header).cmsg_type != libc::SCM_RIGHTS
-                || (*header).cmsg_len < libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize
+                || ((*header).cmsg_len as usize)
+                    < libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize
             {
                 return Err(io::Error::other("the helper's message carries no fd"));
             }
