@@ -4,7 +4,7 @@
 # what is missing, saying what and why. Where it cannot install (not root, no apt-get, a tool we
 # do not install), it stops before any build starts and prints the exact command to run.
 #
-#   bash e2e/tools/setup.sh TARGET...     TARGET: demo scenario test chaos bench fuzz lint
+#   bash e2e/tools/setup.sh TARGET...     TARGET: demo scenario test chaos bench fuzz lint images
 #
 # Quiet when everything is there. Environment: SETUP_DRY_RUN=1 says what it would install and
 # installs nothing (exit 1 when something is missing).
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 LIST=e2e/tools/requirements.txt
-KNOWN="demo scenario test chaos bench fuzz lint"
+KNOWN="demo scenario test chaos bench fuzz lint images"
 
 say() { echo "setup: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -38,13 +38,14 @@ present() {
   case "$check" in
     root) [ "$(id -u)" = 0 ] ;;
     toolchain:*) command -v rustup >/dev/null && rustup run "${check#toolchain:}" rustc --version >/dev/null 2>&1 ;;
+    target:*) command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx "${check#target:}" ;;
     */*) [ -x "$check" ] ;;
     *) command -v "$check" >/dev/null ;;
   esac
 }
 
 REQUESTED=("$@")
-apt_pkgs=() apt_why=() rustup_comps=() cargo_crates=() toolchains=() helm_dest="" blockers=()
+apt_pkgs=() apt_why=() rustup_comps=() rustup_targets=() cargo_crates=() toolchains=() helm_dest="" blockers=()
 while read -r kind check source targets why; do
   case "$kind" in ''|'#'*) continue ;; esac
   wanted "$targets" || continue
@@ -52,6 +53,7 @@ while read -r kind check source targets why; do
   case "$kind" in
     apt) apt_pkgs+=("$source"); apt_why+=("$source ($check): $why") ;;
     rustup) rustup_comps+=("$source") ;;
+    target) rustup_targets+=("$source") ;;
     cargo) cargo_crates+=("$source") ;;
     toolchain) toolchains+=("$source") ;;
     helm) helm_dest="$check" ;;
@@ -74,8 +76,9 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
     blockers+=("missing Debian packages, and not root to install them: sudo apt-get install -y ${apt_pkgs[*]}")
   fi
 fi
-if { [ ${#rustup_comps[@]} -gt 0 ] || [ ${#toolchains[@]} -gt 0 ]; } && ! command -v rustup >/dev/null; then
-  blockers+=("rustup is missing, needed for: ${rustup_comps[*]} ${toolchains[*]} (https://rustup.rs)")
+rustup_needs=("${rustup_comps[@]}" "${rustup_targets[@]}" "${toolchains[@]}")
+if [ ${#rustup_needs[@]} -gt 0 ] && ! command -v rustup >/dev/null; then
+  blockers+=("rustup is missing, needed for: ${rustup_needs[*]} (https://rustup.rs)")
 fi
 if [ ${#blockers[@]} -gt 0 ]; then
   say "cannot set up for '${REQUESTED[*]}':"
@@ -84,14 +87,15 @@ if [ ${#blockers[@]} -gt 0 ]; then
 fi
 
 nothing_missing=1
-[ ${#apt_pkgs[@]} -eq 0 ] && [ ${#rustup_comps[@]} -eq 0 ] && [ ${#cargo_crates[@]} -eq 0 ] \
-  && [ ${#toolchains[@]} -eq 0 ] && [ -z "$helm_dest" ] || nothing_missing=0
+[ ${#apt_pkgs[@]} -eq 0 ] && [ ${#rustup_comps[@]} -eq 0 ] && [ ${#rustup_targets[@]} -eq 0 ] \
+  && [ ${#cargo_crates[@]} -eq 0 ] && [ ${#toolchains[@]} -eq 0 ] && [ -z "$helm_dest" ] || nothing_missing=0
 [ "$nothing_missing" = 1 ] && exit 0
 
 if [ -n "${SETUP_DRY_RUN:-}" ]; then
   say "would install, for '${REQUESTED[*]}':"
   for w in "${apt_why[@]}"; do echo "  - apt: $w" >&2; done
   for c in "${rustup_comps[@]}"; do echo "  - rustup component: $c" >&2; done
+  for c in "${rustup_targets[@]}"; do echo "  - rustup target: $c" >&2; done
   for c in "${toolchains[@]}"; do echo "  - rustup toolchain: $c" >&2; done
   for c in "${cargo_crates[@]}"; do echo "  - cargo install: $c" >&2; done
   [ -z "$helm_dest" ] || echo "  - helm into $helm_dest" >&2
@@ -108,6 +112,10 @@ fi
 for c in "${rustup_comps[@]}"; do
   say "installing rustup component $c"
   rustup component add "$c"
+done
+for c in "${rustup_targets[@]}"; do
+  say "installing the standard library for $c (rustup target add $c)"
+  rustup target add "$c"
 done
 for c in "${toolchains[@]}"; do
   say "installing the $c toolchain (rustup toolchain install $c --profile minimal)"
