@@ -60,7 +60,7 @@ test: ## Unit, integration and e2e tests (starts and stops the control plane)
 unit-test: ## Tests that need no control plane (the sniffer's need root for network namespaces)
 	$(CARGO) test --workspace --exclude trafficmap-e2e
 
-e2e-test: go-binaries helm ## Integration and e2e tests (scenarios and packaging included; root) on a control plane started for the run
+e2e-test: go-binaries helm images ## Integration and e2e tests (scenarios, packaging and images included; root) on a control plane started for the run
 	$(CARGO) build --workspace --bins
 	$(CONTROL_PLANE) down >/dev/null
 	$(CONTROL_PLANE) up
