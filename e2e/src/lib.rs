@@ -11,6 +11,7 @@ pub mod fixtures;
 pub mod http;
 pub mod operator;
 pub mod prom;
+pub mod real;
 pub mod scenario;
 pub mod sim;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use trafficmap_e2e::cluster::repo_root;
 use trafficmap_e2e::operator::bin_path;
-use trafficmap_e2e::scenario::runner::{RunOptions, run_file};
+use trafficmap_e2e::scenario::runner::{NodeKind, RunOptions, run_file};
 use trafficmap_e2e::sim::cleanup::cleanup;
 
 /// One simulated node per machine: scenarios take turns.
@@ -36,6 +36,9 @@ fn run(path: &Path, sniffer_late: bool) {
     let options = RunOptions {
         keep: false,
         sniffer_late,
+        node: NodeKind::Sim,
+        chart_values: Vec::new(),
+        faults: Vec::new(),
     };
     let score = runtime
         .block_on(run_file(path, &options))

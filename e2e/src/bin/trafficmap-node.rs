@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use trafficmap_e2e::cluster::{admin_client, repo_root};
-use trafficmap_e2e::scenario::runner::{RunOptions, run_file};
+use trafficmap_e2e::scenario::runner::{NodeKind, RunOptions, run_file};
 use trafficmap_e2e::sim::traffic::{CallArg, ListenArg};
 use trafficmap_e2e::sim::{addons, cleanup, kubelet, sys};
 
@@ -51,6 +51,10 @@ enum Commands {
         /// by the socket scan alone).
         #[arg(long)]
         sniffer_late: bool,
+        /// Where the pods run: `sim` (this simulator) or `real` (the kubelet and containerd of
+        /// `e2e/node/node.sh up`, with trafficmap installed by helm).
+        #[arg(long, value_enum, default_value = "sim")]
+        node: NodeKind,
     },
     /// A pod's process: listen and make calls.
     Traffic {
@@ -101,8 +105,16 @@ fn main() -> ExitCode {
             file,
             keep,
             sniffer_late,
+            node,
         } => async_main(async move {
-            let score = run_file(&file, &RunOptions { keep, sniffer_late }).await?;
+            let options = RunOptions {
+                keep,
+                sniffer_late,
+                node,
+                chart_values: Vec::new(),
+                faults: Vec::new(),
+            };
+            let score = run_file(&file, &options).await?;
             Ok(score.perfect())
         }),
     }

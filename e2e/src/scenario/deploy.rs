@@ -1,6 +1,8 @@
 //! Creating a scenario's objects as a user would (namespaces, Services, Deployments, ...), and
 //! its actions (restart, scale). Pods are labelled `app=<workload>` and carry their
-//! [`crate::sim::spec::TrafficSpec`] in the [`crate::sim::TRAFFIC_ANNOTATION`] annotation.
+//! [`crate::sim::spec::TrafficSpec`] in the [`crate::sim::TRAFFIC_ANNOTATION`] annotation,
+//! which the simulated kubelet reads; on the real node the same calls are the arguments of a
+//! container of the scenario image.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,8 +16,8 @@ use serde_json::{Value, json};
 
 use super::model::{Kind, Scenario, Workload};
 use crate::cluster::wait_for;
-use crate::sim::TRAFFIC_ANNOTATION;
 use crate::sim::spec::Protocol;
+use crate::sim::{CLUSTER_DOMAIN, TRAFFIC_ANNOTATION, calls};
 use crate::{Error, Result, kube_context};
 
 /// Label on namespaces a scenario created.
@@ -33,8 +35,26 @@ fn manifest_error(what: &str) -> impl FnOnce(serde_json::Error) -> Error + '_ {
     }
 }
 
+/// Where a scenario's pods run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// The node simulator, which runs `trafficmap-node traffic` from the pod's annotation.
+    Simulated,
+    /// A real kubelet: one container of `image` (the scenario image, already on the node) with
+    /// the calls as its arguments.
+    Containers {
+        /// Image reference.
+        image: String,
+    },
+}
+
 /// The pod template of a workload.
-pub fn pod_template(w: &Workload, restart_policy: &str) -> Result<Value> {
+pub async fn pod_template(
+    client: &Client,
+    runtime: &Runtime,
+    w: &Workload,
+    restart_policy: &str,
+) -> Result<Value> {
     let mut annotations = w.annotations.clone();
     let traffic = serde_json::to_string(&w.traffic()).map_err(manifest_error(&w.name))?;
     annotations.insert(TRAFFIC_ANNOTATION.into(), traffic);
@@ -43,20 +63,39 @@ pub fn pod_template(w: &Workload, restart_policy: &str) -> Result<Value> {
         .iter()
         .map(|l| json!({"containerPort": l.port, "protocol": l.protocol.to_string()}))
         .collect();
+    // The simulated kubelet binds its pods itself; kube-scheduler places the real node's.
+    let scheduler = match runtime {
+        Runtime::Simulated => crate::fixtures::SELF_SCHEDULED,
+        Runtime::Containers { .. } => "default-scheduler",
+    };
+    let container = match runtime {
+        Runtime::Simulated => json!({"name": "main", "image": IMAGE, "ports": ports}),
+        Runtime::Containers { image } => {
+            let mut args = calls::traffic_args(client, &w.traffic(), CLUSTER_DOMAIN).await?;
+            if restart_policy != "Always" {
+                args.push("--exit-when-done".into());
+            }
+            json!({"name": "main", "image": image, "imagePullPolicy": "Never", "args": args,
+                   "ports": ports})
+        }
+    };
     Ok(json!({
         "metadata": {"labels": {"app": w.name}, "annotations": annotations},
         "spec": {
             "hostNetwork": w.host_network,
             "dnsPolicy": if w.host_network { "ClusterFirstWithHostNet" } else { "ClusterFirst" },
             "restartPolicy": restart_policy,
+            "schedulerName": scheduler,
             "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": "main", "image": IMAGE, "ports": ports}]
+            "containers": [container]
         }
     }))
 }
 
-/// Namespaces (labelled [`SCENARIO_LABEL`]), Services, then workloads.
-pub async fn deploy(client: &Client, scenario: &Scenario) -> Result<()> {
+/// Namespaces (labelled [`SCENARIO_LABEL`]), Services, then workloads. With containers, a
+/// workload that calls pod IPs is created once the pods it calls run (their IPs are its
+/// arguments), as the simulated kubelet resolves them when the pod starts.
+pub async fn deploy(client: &Client, scenario: &Scenario, runtime: &Runtime) -> Result<()> {
     let namespaces = Api::<Namespace>::all(client.clone());
     for ns in scenario.namespaces() {
         let object = json!({"apiVersion": "v1", "kind": "Namespace",
@@ -74,9 +113,27 @@ pub async fn deploy(client: &Client, scenario: &Scenario) -> Result<()> {
         create_service(client, w).await?;
     }
     for w in &scenario.workloads {
-        create_workload(client, w).await?;
+        if *runtime != Runtime::Simulated {
+            for target in podip_targets(scenario, w) {
+                wait_workload_running(client, target, POD_IP_WAIT).await?;
+            }
+        }
+        create_workload(client, runtime, w).await?;
     }
     Ok(())
+}
+
+/// How long a workload waits for the pods whose IPs it calls.
+const POD_IP_WAIT: Duration = Duration::from_secs(120);
+
+/// The workloads whose pod IPs `w` calls.
+fn podip_targets<'a>(scenario: &'a Scenario, w: &Workload) -> Vec<&'a Workload> {
+    w.traffic()
+        .calls
+        .iter()
+        .filter(|c| c.via == crate::sim::spec::Via::Podip)
+        .filter_map(|c| scenario.workload(&c.to))
+        .collect()
 }
 
 async fn create_service(client: &Client, w: &Workload) -> Result<()> {
@@ -106,7 +163,7 @@ async fn create_service(client: &Client, w: &Workload) -> Result<()> {
     Ok(())
 }
 
-async fn create_workload(client: &Client, w: &Workload) -> Result<()> {
+async fn create_workload(client: &Client, runtime: &Runtime, w: &Workload) -> Result<()> {
     let pp = PostParams::default();
     let ns = &w.namespace;
     let selector = json!({"matchLabels": {"app": w.name}});
@@ -116,7 +173,7 @@ async fn create_workload(client: &Client, w: &Workload) -> Result<()> {
             let object: Deployment = serde_json::from_value(json!({
                 "metadata": {"name": w.name},
                 "spec": {"replicas": w.replicas, "selector": selector,
-                         "template": pod_template(w, "Always")?}
+                         "template": pod_template(client, runtime, w, "Always").await?}
             }))
             .map_err(manifest_error(&w.name))?;
             Api::<Deployment>::namespaced(client.clone(), ns)
@@ -129,7 +186,7 @@ async fn create_workload(client: &Client, w: &Workload) -> Result<()> {
                 "metadata": {"name": w.name},
                 "spec": {"replicas": w.replicas, "selector": selector, "serviceName": w.name,
                          "podManagementPolicy": "Parallel",
-                         "template": pod_template(w, "Always")?}
+                         "template": pod_template(client, runtime, w, "Always").await?}
             }))
             .map_err(manifest_error(&w.name))?;
             Api::<StatefulSet>::namespaced(client.clone(), ns)
@@ -140,7 +197,7 @@ async fn create_workload(client: &Client, w: &Workload) -> Result<()> {
         Kind::DaemonSet => {
             let object: DaemonSet = serde_json::from_value(json!({
                 "metadata": {"name": w.name},
-                "spec": {"selector": selector, "template": pod_template(w, "Always")?}
+                "spec": {"selector": selector, "template": pod_template(client, runtime, w, "Always").await?}
             }))
             .map_err(manifest_error(&w.name))?;
             Api::<DaemonSet>::namespaced(client.clone(), ns)
@@ -151,7 +208,7 @@ async fn create_workload(client: &Client, w: &Workload) -> Result<()> {
         Kind::Job => {
             let object: Job = serde_json::from_value(json!({
                 "metadata": {"name": w.name},
-                "spec": job_spec(w)?
+                "spec": job_spec(client, runtime, w).await?
             }))
             .map_err(manifest_error(&w.name))?;
             Api::<Job>::namespaced(client.clone(), ns)
@@ -163,7 +220,7 @@ async fn create_workload(client: &Client, w: &Workload) -> Result<()> {
             let object: CronJob = serde_json::from_value(json!({
                 "metadata": {"name": w.name},
                 "spec": {"schedule": CRON_SCHEDULE, "concurrencyPolicy": "Allow",
-                         "jobTemplate": {"metadata": {"labels": {"app": w.name}}, "spec": job_spec(w)?}}
+                         "jobTemplate": {"metadata": {"labels": {"app": w.name}}, "spec": job_spec(client, runtime, w).await?}}
             }))
             .map_err(manifest_error(&w.name))?;
             let cron = Api::<CronJob>::namespaced(client.clone(), ns)
@@ -180,7 +237,7 @@ async fn create_workload(client: &Client, w: &Workload) -> Result<()> {
                 "metadata": {"name": format!("{}-{minutes}", w.name), "labels": {"app": w.name},
                              "ownerReferences": [owner],
                              "annotations": {"cronjob.kubernetes.io/instantiate": "manual"}},
-                "spec": job_spec(w)?
+                "spec": job_spec(client, runtime, w).await?
             }))
             .map_err(manifest_error(&w.name))?;
             Api::<Job>::namespaced(client.clone(), ns)
@@ -189,7 +246,7 @@ async fn create_workload(client: &Client, w: &Workload) -> Result<()> {
                 .map_err(kube_context(format!("job of {what}")))?;
         }
         Kind::Pod => {
-            let mut pod = pod_template(w, "Always")?;
+            let mut pod = pod_template(client, runtime, w, "Always").await?;
             pod["metadata"]["name"] = json!(w.name);
             let pod: Pod = serde_json::from_value(pod).map_err(manifest_error(&w.name))?;
             Api::<Pod>::namespaced(client.clone(), ns)
@@ -201,10 +258,10 @@ async fn create_workload(client: &Client, w: &Workload) -> Result<()> {
     Ok(())
 }
 
-fn job_spec(w: &Workload) -> Result<Value> {
+async fn job_spec(client: &Client, runtime: &Runtime, w: &Workload) -> Result<Value> {
     Ok(
         json!({"parallelism": w.replicas, "completions": w.replicas, "backoffLimit": 6,
-              "template": pod_template(w, "OnFailure")?}),
+              "template": pod_template(client, runtime, w, "OnFailure").await?}),
     )
 }
 
@@ -221,28 +278,41 @@ pub fn expected_pods(w: &Workload) -> usize {
 pub async fn wait_running(client: &Client, scenario: &Scenario, timeout: Duration) -> Result<()> {
     wait_for("scenario pods running", timeout, || async {
         for w in &scenario.workloads {
-            let pods = Api::<Pod>::namespaced(client.clone(), &w.namespace)
-                .list(&ListParams::default().labels(&format!("app={}", w.name)))
-                .await
-                .map_err(kube_context("list pods"))?;
-            let running = pods
-                .items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter(|p| {
-                    matches!(
-                        p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                        Some("Running" | "Succeeded")
-                    )
-                })
-                .count();
-            if running < expected_pods(w) {
+            if !workload_running(client, w).await? {
                 return Ok(None);
             }
         }
         Ok(Some(()))
     })
     .await
+}
+
+/// Waits until `w` has its pods running.
+async fn wait_workload_running(client: &Client, w: &Workload, timeout: Duration) -> Result<()> {
+    wait_for(&format!("pods of {} running", w.id()), timeout, || async {
+        Ok(workload_running(client, w).await?.then_some(()))
+    })
+    .await
+}
+
+/// Whether `w` has as many pods running (Jobs: or succeeded) as it should.
+async fn workload_running(client: &Client, w: &Workload) -> Result<bool> {
+    let pods = Api::<Pod>::namespaced(client.clone(), &w.namespace)
+        .list(&ListParams::default().labels(&format!("app={}", w.name)))
+        .await
+        .map_err(kube_context("list pods"))?;
+    let running = pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Running" | "Succeeded")
+            )
+        })
+        .count();
+    Ok(running >= expected_pods(w))
 }
 
 /// Deletes the workload's pods (its controller replaces them).

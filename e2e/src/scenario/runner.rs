@@ -1,28 +1,32 @@
-//! Runs a scenario end to end on this machine: the simulated node (in-process kubelet), CoreDNS,
-//! kube-proxy, the external hosts, and the real operator and sniffer with the credentials the
-//! chart gives them (ServiceAccounts and RBAC from `config/rbac/`, TokenRequest tokens); then
-//! deploys the workloads, applies the actions, and scores the map.
+//! Runs a scenario end to end on this machine, on one of two nodes:
+//! - simulated: the in-process kubelet, CoreDNS, kube-proxy, and the real operator and sniffer as
+//!   host processes with the credentials the chart gives them (ServiceAccounts and RBAC from
+//!   `config/rbac/`, TokenRequest tokens);
+//! - real (`e2e/node/node.sh up` first): pods are containers of the scenario image, and trafficmap
+//!   is installed with helm from `chart/`.
+//!
+//! Then it deploys the workloads (and the external hosts), applies the actions, and scores the map.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
-use kube::config::Kubeconfig;
 use kube::{Api, Client};
 use tokio::sync::watch;
 use trafficmap_api::observed::ObservedTraffic;
 
 use super::compare::{Score, read_maps, score};
 use super::deploy;
+use super::host::{start_operator, start_sniffer};
 use super::model::Scenario;
 use super::progress;
 use crate::cluster::{admin_client, kubeconfig_path, repo_root, wait_for};
-use crate::operator::{bin_path, free_port, published_ca, request_token};
+use crate::operator::bin_path;
+use crate::real;
 use crate::sim::addons::{self, ManagedProcess};
 use crate::sim::internet::{self, Internet};
 use crate::sim::kubelet::{self, KubeletConfig};
@@ -55,8 +59,29 @@ pub struct RunOptions {
     pub keep: bool,
     /// Start the sniffer only once every pod runs (and has made its first calls), so
     /// connections opened before it (persistent ones) are seen only by the socket scan.
+    /// On the real node, trafficmap is installed only then.
     pub sniffer_late: bool,
+    /// The node the pods run on.
+    pub node: NodeKind,
+    /// Chart values (`key=value`) set on the real node's install, beside [`REAL_NODE_VALUES`].
+    pub chart_values: Vec<String>,
+    /// Faults injected into the real node at offsets from the start of the traffic.
+    pub faults: Vec<(Duration, real::Fault)>,
 }
+
+/// Which node runs the scenario's pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeKind {
+    /// The node simulator (pods are network namespaces and processes).
+    #[default]
+    Sim,
+    /// The real node of `e2e/node/node.sh` (kubelet, containerd, runc).
+    Real,
+}
+
+/// Values the chart is installed with on the real node for a scenario: drafts on (the score reads
+/// them too), as the simulated node's operator runs.
+const REAL_NODE_VALUES: &[&str] = &["emitClientIntents=true", "crds.clientIntents=true"];
 
 /// How long pods call before a late sniffer starts.
 const LATE_SNIFFER_DELAY: Duration = Duration::from_secs(5);
@@ -65,6 +90,9 @@ const LATE_SNIFFER_DELAY: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct Environment {
     client: Option<Client>,
+    node: NodeKind,
+    /// trafficmap installed with helm (the real node).
+    installed: bool,
     kubelet: Option<(watch::Sender<bool>, tokio::task::JoinHandle<Result<()>>)>,
     addons: Vec<ManagedProcess>,
     internet: Option<Internet>,
@@ -82,8 +110,14 @@ pub async fn run_file(path: &Path, options: &RunOptions) -> Result<Score> {
         path: path.display().to_string(),
         source: e.into(),
     })?;
-    preflight(&scenario)?;
+    preflight(&scenario, options.node)?;
     let _node = sim::NodeLock::acquire()?;
+    let real = options.node == NodeKind::Real;
+    if !real && !options.faults.is_empty() {
+        return Err(Error::Exited(
+            "faults are injected on the real node only".into(),
+        ));
+    }
     let run_dir = repo_root()
         .join("target/e2e-logs")
         .join(format!("scenario-{}", scenario.name));
@@ -93,10 +127,15 @@ pub async fn run_file(path: &Path, options: &RunOptions) -> Result<Score> {
         source: Box::new(e),
     })?;
     eprintln!("scenario {}: logs in {}", scenario.name, run_dir.display());
-    for line in sim::cleanup::cleanup() {
-        eprintln!("scenario: left by an earlier run: {line}");
+    if !real {
+        for line in sim::cleanup::cleanup() {
+            eprintln!("scenario: left by an earlier run: {line}");
+        }
     }
-    let mut env = Environment::default();
+    let mut env = Environment {
+        node: options.node,
+        ..Environment::default()
+    };
     let result = {
         let body = run_in(&scenario, &run_dir, &mut env, options);
         tokio::select! {
@@ -108,7 +147,7 @@ pub async fn run_file(path: &Path, options: &RunOptions) -> Result<Score> {
     result
 }
 
-fn preflight(scenario: &Scenario) -> Result<()> {
+fn preflight(scenario: &Scenario, node: NodeKind) -> Result<()> {
     if !sys::is_root() {
         return Err(Error::Exited(
             "the scenario runner needs root (network namespaces, veth, nftables, cgroups, AF_PACKET)".into(),
@@ -126,10 +165,25 @@ fn preflight(scenario: &Scenario) -> Result<()> {
             "`dnsmasq` is missing: apt-get install dnsmasq-base".into(),
         ));
     }
-    bin_path("trafficmap-operator")?;
-    bin_path("trafficmap-sniffer")?;
-    addons::go_binary("controlplane")?;
-    addons::go_binary("coredns")?;
+    match node {
+        NodeKind::Sim => {
+            // Both nodes' kube-proxies would program the same nftables tables.
+            if sim::network::link_exists(real::NODE_LINK) {
+                return Err(Error::Exited(format!(
+                    "the real node is up (link {}): stop it first (make cluster-down)",
+                    real::NODE_LINK
+                )));
+            }
+            bin_path("trafficmap-operator")?;
+            bin_path("trafficmap-sniffer")?;
+            addons::go_binary("controlplane")?;
+            addons::go_binary("coredns")?;
+        }
+        NodeKind::Real => {
+            real::image_ref(real::PLAY_IMAGE)?;
+            crate::chart::helm_path()?;
+        }
+    }
     Ok(())
 }
 
@@ -141,28 +195,27 @@ async fn run_in(
 ) -> Result<Score> {
     let client = admin_client().await?;
     env.client = Some(client.clone());
-    crate::crds::install_all(&client).await?;
-    apply_dir(&client, &repo_root().join("config/rbac")).await?;
+    if options.node == NodeKind::Sim {
+        // The chart brings its CRDs and accounts on the real node.
+        crate::crds::install_all(&client).await?;
+        apply_dir(&client, &repo_root().join("config/rbac")).await?;
+    }
     let namespaces = scenario.namespaces();
     deploy::delete_namespaces(&client, scenario, NAMESPACE_DELETE_TIMEOUT, true).await?;
     forget_observed_traffic(&client, &namespaces).await?;
 
-    // The node: kubelet (bridge, node registration, pods), then its add-ons.
-    let (stop, stopped) = watch::channel(false);
-    let mut config = KubeletConfig::local(Some(namespaces.clone()))?;
-    config.log_dir = run_dir.join("pods");
-    let kubelet_client = client.clone();
-    let task = tokio::spawn(async move { kubelet::run(kubelet_client, config, stopped).await });
-    env.kubelet = Some((stop, task));
-    wait_for("node registered", Duration::from_secs(30), || async {
-        let node = Api::<Node>::all(client.clone())
-            .get_opt(NODE_NAME)
-            .await
-            .map_err(kube_context("get node"))?;
-        Ok((node.is_some() && sim::network::link_exists(sim::BRIDGE)).then_some(()))
-    })
-    .await?;
-    addons::ensure_kube_dns_service(&client).await?;
+    let runtime = match options.node {
+        NodeKind::Sim => deploy::Runtime::Simulated,
+        NodeKind::Real => {
+            real::wait_node_ready(&client).await?;
+            deploy::Runtime::Containers {
+                image: real::image_ref(real::PLAY_IMAGE)?,
+            }
+        }
+    };
+    if options.node == NodeKind::Sim {
+        start_simulated_node(&client, &namespaces, run_dir, env).await?;
+    }
     let externals = scenario.external_hosts();
     let upstream = if externals.is_empty() {
         None
@@ -178,29 +231,49 @@ async fn run_in(
         env.internet = Some(internet);
         Some(internet::UPSTREAM_DNS.to_string())
     };
-    env.addons
-        .push(addons::start_coredns(run_dir, upstream.as_deref()).await?);
-    env.addons
-        .push(addons::start_kube_proxy(run_dir, NODE_NAME).await?);
-    eprintln!("scenario: node {NODE_NAME} with CoreDNS and kube-proxy ready");
-
-    // trafficmap, with the chart's credentials.
-    let (operator, ingest_url) = start_operator(&client, run_dir).await?;
-    env.trafficmap.push(operator);
-    if !options.sniffer_late {
-        env.trafficmap
-            .push(start_sniffer(&client, run_dir, &ingest_url).await?);
-        eprintln!("scenario: operator and sniffer running");
+    // trafficmap: host processes with the chart's credentials, or the chart itself.
+    let mut ingest_url = String::new();
+    match options.node {
+        NodeKind::Sim => {
+            env.addons
+                .push(addons::start_coredns(run_dir, upstream.as_deref()).await?);
+            env.addons
+                .push(addons::start_kube_proxy(run_dir, NODE_NAME).await?);
+            eprintln!("scenario: node {NODE_NAME} with CoreDNS and kube-proxy ready");
+            let (operator, url) = start_operator(&client, run_dir).await?;
+            env.trafficmap.push(operator);
+            ingest_url = url;
+            if !options.sniffer_late {
+                env.trafficmap
+                    .push(start_sniffer(&client, run_dir, &ingest_url).await?);
+                eprintln!("scenario: operator and sniffer running");
+            }
+        }
+        NodeKind::Real if !options.sniffer_late => {
+            env.installed = true;
+            real::install_trafficmap(&client, REAL_NODE_VALUES).await?;
+            eprintln!(
+                "scenario: trafficmap installed with helm on {}",
+                real::NODE_NAME
+            );
+        }
+        NodeKind::Real => {}
     }
 
     env.deployed = true;
-    deploy::deploy(&client, scenario).await?;
+    deploy::deploy(&client, scenario, &runtime).await?;
     deploy::wait_running(&client, scenario, PODS_RUNNING_TIMEOUT).await?;
     if options.sniffer_late {
         tokio::time::sleep(LATE_SNIFFER_DELAY).await;
-        env.trafficmap
-            .push(start_sniffer(&client, run_dir, &ingest_url).await?);
-        eprintln!("scenario: operator running; sniffer started after the pods");
+        if options.node == NodeKind::Real {
+            env.installed = true;
+            real::install_trafficmap(&client, &chart_values(options)).await?;
+            eprintln!("scenario: trafficmap installed with helm after the pods");
+        } else {
+            env.trafficmap
+                .push(start_sniffer(&client, run_dir, &ingest_url).await?);
+            eprintln!("scenario: operator running; sniffer started after the pods");
+        }
     }
     eprintln!(
         "scenario: all pods running; traffic for {:?}",
@@ -231,6 +304,13 @@ async fn run_in(
             eprintln!("scenario: {:?}: scale {id} to {replicas}", action.at);
             deploy::scale(&client, w, replicas).await?;
         }
+    }
+    let mut faults = options.faults.clone();
+    faults.sort_by_key(|(at, _)| *at);
+    for (at, fault) in faults {
+        tokio::time::sleep_until(start + at).await;
+        eprintln!("scenario: {at:?}: fault {fault:?}");
+        real::inject(&client, fault).await?;
     }
     tokio::time::sleep_until(start + scenario.duration).await;
     drop(stop_progress);
@@ -308,17 +388,56 @@ impl Environment {
         }
         self.addons.clear();
         self.internet = None;
-        tokio::task::block_in_place(sim::cleanup::cleanup);
+        if self.installed
+            && let Err(e) = tokio::task::block_in_place(real::uninstall_trafficmap)
+        {
+            eprintln!("scenario: teardown: {e}");
+        }
+        if self.node == NodeKind::Sim {
+            tokio::task::block_in_place(sim::cleanup::cleanup);
+        }
     }
+}
+
+/// The values of the real node's install.
+fn chart_values(options: &RunOptions) -> Vec<&str> {
+    let extra = options.chart_values.iter().map(String::as_str);
+    REAL_NODE_VALUES.iter().copied().chain(extra).collect()
+}
+
+/// The simulated node: kubelet (bridge, node registration, pods) and the kube-dns Service.
+async fn start_simulated_node(
+    client: &Client,
+    namespaces: &BTreeSet<String>,
+    run_dir: &Path,
+    env: &mut Environment,
+) -> Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let mut config = KubeletConfig::local(Some(namespaces.clone()))?;
+    config.log_dir = run_dir.join("pods");
+    let kubelet_client = client.clone();
+    let task = tokio::spawn(async move { kubelet::run(kubelet_client, config, stopped).await });
+    env.kubelet = Some((stop, task));
+    wait_for("node registered", Duration::from_secs(30), || async {
+        let node = Api::<Node>::all(client.clone())
+            .get_opt(NODE_NAME)
+            .await
+            .map_err(kube_context("get node"))?;
+        Ok((node.is_some() && sim::network::link_exists(sim::BRIDGE)).then_some(()))
+    })
+    .await?;
+    addons::ensure_kube_dns_service(client).await
 }
 
 /// Deletes ObservedTraffic of clients in `namespaces` (left by an earlier run).
 async fn forget_observed_traffic(client: &Client, namespaces: &BTreeSet<String>) -> Result<()> {
     let api = Api::<ObservedTraffic>::all(client.clone());
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_context("list ObservedTraffic"))?;
+    let list = match api.list(&ListParams::default()).await {
+        Ok(list) => list,
+        // Not installed yet (the real node's chart brings the CRD): nothing to forget.
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(e) => return Err(kube_context("list ObservedTraffic")(e)),
+    };
     for ot in list.items {
         if namespaces.contains(&ot.spec.client.namespace)
             && let Some(name) = &ot.metadata.name
@@ -398,167 +517,4 @@ async fn apply_object(client: &Client, object: &DynamicObject, path: &str) -> Re
         types.kind
     )))?;
     Ok(())
-}
-
-/// A token of `account` in the trafficmap namespace (`audience` None: the API server's).
-async fn account_token(client: &Client, account: &str, audience: Option<&str>) -> Result<String> {
-    request_token(client, TRAFFICMAP_NAMESPACE, account, audience).await
-}
-
-/// A kubeconfig for the API server of the admin kubeconfig, authenticating with `token`.
-fn token_kubeconfig(token: &str) -> Result<String> {
-    let admin = kubeconfig_path();
-    let config = Kubeconfig::read_from(&admin).map_err(|e| Error::Kubeconfig {
-        path: admin.display().to_string(),
-        source: Box::new(e),
-    })?;
-    let cluster = config
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.clone())
-        .ok_or_else(|| Error::Exited(format!("{} names no cluster", admin.display())))?;
-    let mut cluster_json = serde_json::json!({"server": cluster.server});
-    if let Some(data) = cluster.certificate_authority_data {
-        cluster_json["certificate-authority-data"] = data.into();
-    }
-    if let Some(file) = cluster.certificate_authority {
-        cluster_json["certificate-authority"] = file.into();
-    }
-    let kubeconfig = serde_json::json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "local", "cluster": cluster_json}],
-        "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": OPERATOR_ACCOUNT, "context": {"cluster": "local", "user": OPERATOR_ACCOUNT, "namespace": TRAFFICMAP_NAMESPACE}}],
-        "current-context": OPERATOR_ACCOUNT
-    });
-    serde_yaml_ng::to_string(&kubeconfig).map_err(|e| Error::Manifest {
-        path: "operator kubeconfig".into(),
-        source: Box::new(e),
-    })
-}
-
-fn write_secret_file(path: &Path, content: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(content.as_bytes()))
-        .map_err(|e| Error::Http {
-            what: format!("write {}", path.display()),
-            source: Box::new(e),
-        })
-}
-
-/// Starts the operator as its ServiceAccount and waits until it is ready; returns it and its
-/// ingest base URL.
-async fn start_operator(client: &Client, run_dir: &Path) -> Result<(ManagedProcess, String)> {
-    let token = account_token(client, OPERATOR_ACCOUNT, None).await?;
-    let kubeconfig = run_dir.join("operator.kubeconfig");
-    write_secret_file(&kubeconfig, &token_kubeconfig(&token)?)?;
-    let (ingest, admin) = (free_port()?, free_port()?);
-    let mut command = Command::new(bin_path("trafficmap-operator")?);
-    command
-        .env("KUBECONFIG", &kubeconfig)
-        .env(
-            "RUST_LOG",
-            std::env::var("TRAFFICMAP_OPERATOR_LOG")
-                .unwrap_or_else(|_| "info,trafficmap_operator=debug".into()),
-        )
-        .args([
-            "--ingest-addr",
-            &format!("127.0.0.1:{ingest}"),
-            "--admin-addr",
-            &format!("127.0.0.1:{admin}"),
-            "--namespace",
-            TRAFFICMAP_NAMESPACE,
-            "--pod-name",
-            "trafficmap-operator-scenario",
-            "--sniffer-service-account",
-            &format!("{TRAFFICMAP_NAMESPACE}/{SNIFFER_ACCOUNT}"),
-            "--tls-san",
-            "127.0.0.1",
-            "--pod-cidr",
-            sim::CLUSTER_POD_CIDR,
-            "--service-cidr",
-            sim::SERVICE_CIDR,
-            "--cluster-dns-service",
-            "kube-system/kube-dns",
-            "--cluster-domain",
-            sim::CLUSTER_DOMAIN,
-            "--flush-interval",
-            "1s",
-            // The runner compares the drafts too; users opt in (chart value emitClientIntents).
-            "--emit-client-intents=true",
-        ]);
-    let mut process = ManagedProcess::spawn(
-        "trafficmap-operator",
-        command,
-        &run_dir.join("operator.log"),
-    )?;
-    let ready = format!("http://127.0.0.1:{admin}/readyz");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        process.check_alive()?;
-        if matches!(crate::http::get(&ready).await, Ok((200, _))) {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Exited(format!(
-                "operator not ready\n{}",
-                process.log_tail(30)
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Ok((process, format!("https://127.0.0.1:{ingest}")))
-}
-
-/// Starts the sniffer for the node with a `trafficmap`-audience token and the published CA.
-async fn start_sniffer(
-    client: &Client,
-    run_dir: &Path,
-    operator_url: &str,
-) -> Result<ManagedProcess> {
-    let ca = wait_for(
-        "the operator's CA ConfigMap",
-        Duration::from_secs(30),
-        || async { Ok(published_ca(client, TRAFFICMAP_NAMESPACE).await.ok()) },
-    )
-    .await?;
-    let token = account_token(client, SNIFFER_ACCOUNT, Some(REPORT_AUDIENCE)).await?;
-    let (ca_file, token_file) = (
-        run_dir.join("sniffer-ca.crt"),
-        run_dir.join("sniffer-token"),
-    );
-    write_secret_file(&ca_file, &ca)?;
-    write_secret_file(&token_file, &token)?;
-    let metrics = free_port()?;
-    let mut command = Command::new(bin_path("trafficmap-sniffer")?);
-    command
-        .env(
-            "RUST_LOG",
-            std::env::var("TRAFFICMAP_SNIFFER_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .arg("--operator-url")
-        .arg(operator_url)
-        .arg("--ca-file")
-        .arg(&ca_file)
-        .arg("--token-file")
-        .arg(&token_file)
-        .args([
-            "--node-name",
-            NODE_NAME,
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-        ]);
-    let mut process =
-        ManagedProcess::spawn("trafficmap-sniffer", command, &run_dir.join("sniffer.log"))?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    process.check_alive()?;
-    Ok(process)
 }
