@@ -31,8 +31,8 @@ const (
 )
 
 // kcmControllers are the controllers the controller-manager runs (canonical
-// 1.36 names, see `controlplane kube-controller-manager --help`): what a
-// node-less cluster needs for workloads, services, namespaces and RBAC.
+// 1.36 names, see `controlplane kube-controller-manager --help`): what the
+// cluster needs for workloads, services, namespaces, nodes and RBAC.
 var kcmControllers = []string{
 	"garbage-collector-controller",
 	"deployment-controller",
@@ -44,6 +44,8 @@ var kcmControllers = []string{
 	"endpointslice-controller",
 	"endpoints-controller",
 	"pod-garbage-collector-controller", // force-deletes pods bound to deleted (fake) Nodes
+	// Lifts the not-ready taint a kubelet registers with once its node is Ready (the real node).
+	"node-lifecycle-controller",
 	"serviceaccount-controller",
 	"namespace-controller",
 	"root-ca-certificate-publisher-controller",
@@ -85,7 +87,8 @@ func apiserverArgs(dir string, p *pki, pt ports) []string {
 		// NodeRestriction limit each to its own node and pods.
 		"--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction",
-		// Logs, exec and port-forward through the kubelet's API.
+		// Logs, exec and port-forward through the kubelet's API, at the node's address.
+		"--kubelet-preferred-address-types=InternalIP",
 		"--kubelet-client-certificate=" + p.kubeletClient.certFile,
 		"--kubelet-client-key=" + p.kubeletClient.keyFile,
 		// TokenRequest / TokenReview: the issuer, the signing key and the
