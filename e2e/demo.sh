@@ -8,13 +8,17 @@
 #   KEEP=1 e2e/demo.sh     leave it all running for kubectl; `e2e/demo.sh stop` (make down) ends it
 #   e2e/demo.sh stop       stop a kept demo (idempotent)
 #
-# SCENARIO=path.yaml picks another scenario file.
+# SCENARIO=path.yaml picks another scenario file. NODE=real runs it on the real node
+# (e2e/node/node.sh: kubelet, containerd, runc; trafficmap installed with helm) instead of the
+# node simulator; it needs the images of `make images`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 SCENARIO="${SCENARIO:-e2e/scenarios/ecom-demo.yaml}"
-NODE="$ROOT/target/debug/trafficmap-node"
+NODE_BIN="$ROOT/target/debug/trafficmap-node"
+NODE="${NODE:-sim}"
+REAL_NODE="$ROOT/e2e/node/node.sh"
 CONTROL_PLANE="$ROOT/e2e/controlplane/controlplane.sh"
 LOG="$ROOT/target/e2e-logs/demo.log"
 PIDFILE="$ROOT/.run/demo.pid"
@@ -55,7 +59,8 @@ if [[ "${1:-}" == stop ]]; then
   exit 0
 fi
 
-for f in "$NODE" "$ROOT/target/debug/kubectl-trafficmap" "$SCENARIO"; do
+[[ "$NODE" == sim || "$NODE" == real ]] || { say "NODE must be sim or real, not $NODE"; exit 1; }
+for f in "$NODE_BIN" "$ROOT/target/debug/kubectl-trafficmap" "$SCENARIO"; do
   [[ -e "$f" ]] || { say "$f is missing (run through make demo, which builds it)"; exit 1; }
 done
 if [[ "$(id -u)" != 0 ]]; then
@@ -65,11 +70,16 @@ fi
 
 stop_runner
 # A fresh control plane, so the map shows this demo's calls only.
+"$REAL_NODE" down >/dev/null 2>&1 || true
 "$CONTROL_PLANE" down >/dev/null 2>&1 || true
 "$CONTROL_PLANE" up >/dev/null
+if [[ "$NODE" == real ]]; then
+  say "bringing up the real node (kubelet, containerd, CNI, kube-proxy, CoreDNS)"
+  "$REAL_NODE" up >/dev/null
+fi
 mkdir -p "$(dirname "$LOG")" "$(dirname "$PIDFILE")"
 : >"$LOG"
-setsid "$NODE" scenario --keep "$SCENARIO" >"$LOG" 2>&1 </dev/null &
+setsid "$NODE_BIN" scenario --keep --node "$NODE" "$SCENARIO" >"$LOG" 2>&1 </dev/null &
 echo $! >"$PIDFILE"
 pid=$!
 
@@ -77,6 +87,7 @@ finish() {
   local rc=$?
   if [[ -z "${KEEP:-}" || $rc -ne 0 ]]; then
     stop_runner
+    "$REAL_NODE" down >/dev/null 2>&1 || true
     "$CONTROL_PLANE" down >/dev/null 2>&1 || true
   fi
   exit "$rc"

@@ -4,7 +4,7 @@
 # what is missing, saying what and why. Where it cannot install (not root, no apt-get, a tool we
 # do not install), it stops before any build starts and prints the exact command to run.
 #
-#   bash e2e/tools/setup.sh TARGET...     TARGET: demo scenario test chaos bench fuzz lint images
+#   bash e2e/tools/setup.sh TARGET...     TARGET: demo scenario test chaos bench fuzz lint images cluster
 #
 # Quiet when everything is there. Environment: SETUP_DRY_RUN=1 says what it would install and
 # installs nothing (exit 1 when something is missing).
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 LIST=e2e/tools/requirements.txt
-KNOWN="demo scenario test chaos bench fuzz lint images"
+KNOWN="demo scenario test chaos bench fuzz lint images cluster"
 
 say() { echo "setup: $*" >&2; }
 die() { say "$*"; exit 1; }
