@@ -11,6 +11,8 @@
 #   node.sh status   "running ..." (exit 0) or "not running" (exit 1)
 #   node.sh restart kubelet|containerd
 #                    kill one daemon (SIGKILL, as a crash) and start it again
+#   node.sh usage NAMESPACE
+#                    memory and CPU time of that namespace's containers, from their cgroups
 #
 # Everything it makes is named tm-* or lives under /var/lib/trafficmap-node, /run/trafficmap-node
 # or the cgroup /trafficmap-node, so `down` finds it without a record.
@@ -357,6 +359,27 @@ restart() {
   esac
 }
 
+# usage NAMESPACE: each container's memory (rss and cache, from memory.stat) and CPU time
+# (cpuacct.usage), read from the cgroups the kubelet made for the pods of NAMESPACE.
+usage() {
+  local ns="$1" pod uid dir cid rss cache cpu
+  [[ -n "$ns" ]] || die "usage NAMESPACE"
+  printf '%-45s %-14s %10s %10s %10s\n' POD CONTAINER RSS_MiB CACHE_MiB CPU_s
+  while read -r pod uid; do
+    dir="$(find /sys/fs/cgroup/memory/"$CGROUP"/kubepods -maxdepth 2 -type d -name "pod$uid" | head -n 1)"
+    [[ -n "$dir" ]] || continue
+    for cid in "$dir"/*/; do
+      cid="$(basename "$cid")"
+      [[ -f "$dir/$cid/memory.stat" ]] || continue
+      rss="$(awk '$1 == "total_rss" { print $2 }' "$dir/$cid/memory.stat")"
+      cache="$(awk '$1 == "total_cache" { print $2 }' "$dir/$cid/memory.stat")"
+      cpu="$(cat "${dir/memory/cpuacct}/$cid/cpuacct.usage" 2>/dev/null || echo 0)"
+      awk -v p="$pod" -v c="${cid:0:12}" -v r="$rss" -v k="$cache" -v u="$cpu" \
+        'BEGIN { printf "%-45s %-14s %10.1f %10.1f %10.2f\n", p, c, r / 1048576, k / 1048576, u / 1e9 }'
+    done
+  done < <(kubectl_admin -n "$ns" get pods -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.uid}{"\n"}{end}')
+}
+
 source "$HERE/cleanup.sh"
 
 case "${1:-}" in
@@ -365,8 +388,9 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   restart) restart "${2:-}" ;;
+  usage) usage "${2:-}" ;;
   *)
-    echo "usage: $0 build|up|down|status|restart kubelet|containerd" >&2
+    echo "usage: $0 build|up|down|status|restart kubelet|containerd|usage NAMESPACE" >&2
     exit 2
     ;;
 esac

@@ -111,6 +111,7 @@ pub async fn run_file(path: &Path, options: &RunOptions) -> Result<Score> {
         source: e.into(),
     })?;
     preflight(&scenario, options.node)?;
+    let started = std::time::Instant::now();
     let _node = sim::NodeLock::acquire()?;
     let real = options.node == NodeKind::Real;
     if !real && !options.faults.is_empty() {
@@ -144,6 +145,15 @@ pub async fn run_file(path: &Path, options: &RunOptions) -> Result<Score> {
         }
     };
     env.teardown(&scenario).await;
+    eprintln!(
+        "scenario {}: {:.0} s on the {} node, set-up and teardown included",
+        scenario.name,
+        started.elapsed().as_secs_f64(),
+        match options.node {
+            NodeKind::Sim => "simulated",
+            NodeKind::Real => "real",
+        }
+    );
     result
 }
 
