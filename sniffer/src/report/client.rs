@@ -1,5 +1,11 @@
 //! The HTTPS [`Transport`] to the operator: rustls (ring) trusting only the mounted CA,
 //! a kept-alive HTTP/1.1 connection, and the ServiceAccount token as a bearer token.
+//!
+//! An operator pod that vanishes (deleted, its node gone) sends no reset: the kept-alive
+//! connection then points at an address nobody answers, and a request on it would wait for the
+//! whole request timeout. TCP keepalive probes (when the request is sent and the answer awaited)
+//! and TCP_USER_TIMEOUT (when what was sent is never acknowledged) drop such a connection within
+//! [`DEAD_PEER_AFTER`], and the next attempt reconnects through the Service.
 
 use std::error::Error as StdError;
 use std::io;
@@ -99,6 +105,15 @@ pub struct HttpsTransport {
     last_error: Option<String>,
 }
 
+/// How long a silent peer keeps a connection: unacknowledged data (TCP_USER_TIMEOUT), or
+/// keepalive probes unanswered (idle time + interval × probes).
+pub const DEAD_PEER_AFTER: Duration = Duration::from_secs(10);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(4);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_PROBES: u32 = 3;
+/// A new connection to the operator's Service must be made within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl HttpsTransport {
     /// A transport to `uri` trusting `roots` only, authenticating with the token in
     /// `token_file`, giving up on a request after `timeout`.
@@ -113,11 +128,18 @@ impl HttpsTransport {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        tcp.set_keepalive(Some(KEEPALIVE_IDLE));
+        tcp.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
+        tcp.set_keepalive_retries(Some(KEEPALIVE_PROBES));
+        tcp.set_tcp_user_timeout(Some(DEAD_PEER_AFTER));
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
-            .build();
+            .wrap_connector(tcp);
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(HttpsTransport {
             client,
