@@ -70,13 +70,17 @@ e2e-test: go-binaries helm images ## Integration and e2e tests (scenarios, packa
 	$(CONTROL_PLANE) up
 	bash e2e/controlplane/smoke.sh && $(CARGO) test -p trafficmap-e2e; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
 
+# The containerd and kubelet restarts run last: an operator installed right after them was seen to
+# write nothing for its first 10 s (an open finding, see that test in e2e/tests/real_node.rs).
 real-node-test: go-binaries helm images ## Every scenario on the real node (kubelet, containerd, runc; trafficmap installed with helm; root)
 	@$(SETUP) cluster
 	$(CARGO) build --workspace --bins
 	-$(REAL_NODE) down >/dev/null
 	$(CONTROL_PLANE) down >/dev/null
 	$(CONTROL_PLANE) up
-	$(REAL_NODE) up && $(CARGO) test -p trafficmap-e2e --test real_node -- --ignored --test-threads 1; \
+	$(REAL_NODE) up && $(CARGO) test -p trafficmap-e2e --test real_node -- --ignored --test-threads 1 \
+	    --skip fault_kubelet_and_containerd_restart && \
+	  $(CARGO) test -p trafficmap-e2e --test real_node -- --ignored --exact fault_kubelet_and_containerd_restart; \
 	  rc=$$?; $(REAL_NODE) down; $(CONTROL_PLANE) down; exit $$rc
 
 lint: ## rustfmt, clippy (warnings are errors), go vet, helm lint, stale generated CRDs and BPF object

@@ -157,17 +157,30 @@ pub async fn install_trafficmap(client: &Client, sets: &[&str]) -> Result<()> {
     .await
 }
 
-/// `helm uninstall` (ignoring a release that is not there).
-pub fn uninstall_trafficmap() -> Result<()> {
-    let out = helm(&[
-        "uninstall",
-        RELEASE,
-        "--namespace",
-        RELEASE,
-        "--ignore-not-found",
-        "--wait",
-    ])?;
-    out.ok("helm uninstall trafficmap").map(|_| ())
+/// `helm uninstall` (ignoring a release that is not there), then waits until trafficmap's pods
+/// are gone: helm waits for the objects, not for their pods, and a sniffer pod still running
+/// would hold the node's port (hostNetwork) that the next install's sniffer needs.
+pub async fn uninstall_trafficmap(client: &Client) -> Result<()> {
+    let out = tokio::task::block_in_place(|| {
+        helm(&[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            RELEASE,
+            "--ignore-not-found",
+            "--wait",
+        ])
+    })?;
+    out.ok("helm uninstall trafficmap")?;
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), RELEASE);
+    wait_for("trafficmap's pods gone", READY_TIMEOUT, || async {
+        let left = pods
+            .list(&Default::default())
+            .await
+            .map_err(kube_context("list trafficmap pods"))?;
+        Ok(left.items.is_empty().then_some(()))
+    })
+    .await
 }
 
 /// A fault injected into the real node while a scenario's traffic runs.

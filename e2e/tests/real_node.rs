@@ -154,15 +154,18 @@ fn fault_sniffer_pod_deleted() {
     run_with_faults("tutorial", false, &[], &[(2, Fault::DeleteSnifferPod)]);
 }
 
-/// The operator's pod is deleted mid-traffic; the sniffer holds its reports until the new one
-/// takes them, which rebuilds the map from ObservedTraffic.
+/// The operator's pod is deleted mid-traffic, after its first writes; the sniffer holds its
+/// reports until the new one takes them, which rebuilds the map from ObservedTraffic.
 #[test]
 #[ignore = "needs the real node: make real-node-test"]
 fn fault_operator_pod_deleted() {
     run_with_faults("tutorial", false, &[], &[(2, Fault::DeleteOperatorPod)]);
 }
 
-/// The kubelet and then containerd are killed and started again mid-traffic.
+/// The kubelet and then containerd are killed and started again mid-traffic. `make
+/// real-node-test` runs this one last: the next install's operator, started right after, was seen
+/// (twice in a row) to hold reports for 10 s without writing, so a fault test after it lost
+/// edges. Not understood yet; every other order passed.
 #[test]
 #[ignore = "needs the real node: make real-node-test"]
 fn fault_kubelet_and_containerd_restart() {

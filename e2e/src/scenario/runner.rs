@@ -399,7 +399,8 @@ impl Environment {
         self.addons.clear();
         self.internet = None;
         if self.installed
-            && let Err(e) = tokio::task::block_in_place(real::uninstall_trafficmap)
+            && let Some(client) = &self.client
+            && let Err(e) = real::uninstall_trafficmap(client).await
         {
             eprintln!("scenario: teardown: {e}");
         }
