@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use trafficmap_e2e::cluster::repo_root;
 use trafficmap_e2e::real::Fault;
-use trafficmap_e2e::scenario::runner::{NodeKind, RunOptions, run_file};
+use trafficmap_e2e::scenario::runner::{NodeKind, RunOptions, run_file_exact};
 
 /// One scenario at a time on the node.
 static NODE: Mutex<()> = Mutex::new(());
@@ -32,10 +32,6 @@ fn run(name: &str, sniffer_late: bool, values: &[&str]) {
 /// As [`run`], injecting `faults` while the traffic runs.
 fn run_with_faults(name: &str, sniffer_late: bool, values: &[&str], faults: &[(u64, Fault)]) {
     let _turn = NODE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
     let options = RunOptions {
         keep: false,
         sniffer_late,
@@ -46,15 +42,7 @@ fn run_with_faults(name: &str, sniffer_late: bool, values: &[&str], faults: &[(u
             .map(|(at, fault)| (Duration::from_secs(*at), *fault))
             .collect(),
     };
-    let path = scenario(name);
-    let score = runtime
-        .block_on(run_file(&path, &options))
-        .unwrap_or_else(|e| panic!("{name} on the real node: {e}"));
-    assert!(
-        score.perfect(),
-        "{name} is not mapped exactly on the real node:\n{}",
-        score.render()
-    );
+    run_file_exact(&scenario(name), &options);
 }
 
 /// The BPF socket iterator loads inside the sniffer's container as the chart ships it

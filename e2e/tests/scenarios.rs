@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use trafficmap_e2e::cluster::repo_root;
 use trafficmap_e2e::operator::bin_path;
-use trafficmap_e2e::scenario::runner::{NodeKind, RunOptions, run_file};
+use trafficmap_e2e::scenario::runner::{NodeKind, RunOptions, run_file_exact};
 use trafficmap_e2e::sim::cleanup::cleanup;
 
 /// One simulated node per machine: scenarios take turns.
@@ -29,10 +29,6 @@ fn own(name: &str) -> PathBuf {
 /// Runs `path`; the map must be exact.
 fn run(path: &Path, sniffer_late: bool) {
     let _turn = NODE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
     let options = RunOptions {
         keep: false,
         sniffer_late,
@@ -40,15 +36,7 @@ fn run(path: &Path, sniffer_late: bool) {
         chart_values: Vec::new(),
         faults: Vec::new(),
     };
-    let score = runtime
-        .block_on(run_file(path, &options))
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        score.perfect(),
-        "{} is not mapped exactly:\n{}",
-        path.display(),
-        score.render()
-    );
+    run_file_exact(path, &options);
     assert_nothing_left(&path.display().to_string());
 }
 

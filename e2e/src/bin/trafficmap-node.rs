@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use trafficmap_e2e::cluster::{admin_client, repo_root};
 use trafficmap_e2e::scenario::runner::{NodeKind, RunOptions, run_file};
-use trafficmap_e2e::sim::traffic::{CallArg, ListenArg};
+use trafficmap_e2e::sim::traffic::TrafficArgs;
 use trafficmap_e2e::sim::{addons, cleanup, kubelet, sys};
 
 #[derive(Parser)]
@@ -57,17 +57,7 @@ enum Commands {
         node: NodeKind,
     },
     /// A pod's process: listen and make calls.
-    Traffic {
-        /// `PORT/PROTO` to listen on (repeatable).
-        #[arg(long = "listen")]
-        listen: Vec<ListenArg>,
-        /// `HOST:PORT/PROTO/once|every=<d>|persistent` (repeatable).
-        #[arg(long = "call")]
-        calls: Vec<CallArg>,
-        /// Exit once every call is made, if nothing listens and no call repeats (Job pods).
-        #[arg(long)]
-        exit_when_done: bool,
-    },
+    Traffic(TrafficArgs),
     /// Remove what a killed run left.
     Cleanup,
 }
@@ -75,12 +65,8 @@ enum Commands {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Commands::Traffic {
-            listen,
-            calls,
-            exit_when_done,
-        } => {
-            trafficmap_e2e::sim::traffic::run(listen, calls, exit_when_done);
+        Commands::Traffic(traffic) => {
+            traffic.run();
             ExitCode::SUCCESS
         }
         Commands::Cleanup => {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::{io, mem, ptr, thread};
 
 use clap::Parser;
-use trafficmap_e2e::sim::traffic::{self, CallArg, ListenArg};
+use trafficmap_e2e::sim::traffic::TrafficArgs;
 
 #[derive(Parser)]
 #[command(
@@ -19,15 +19,8 @@ Example:
   trafficmap-play --listen 8080/TCP --call server.demo.svc.cluster.local:80/TCP/every=1s"
 )]
 struct Cli {
-    /// `PORT/PROTO` to listen on (repeatable).
-    #[arg(long = "listen")]
-    listen: Vec<ListenArg>,
-    /// `HOST:PORT/PROTO/once|every=<d>|persistent` (repeatable).
-    #[arg(long = "call")]
-    calls: Vec<CallArg>,
-    /// Exit once every call is made, if nothing listens and no call repeats (Job pods).
-    #[arg(long)]
-    exit_when_done: bool,
+    #[command(flatten)]
+    traffic: TrafficArgs,
 }
 
 /// The signals that stop the workload.
@@ -74,7 +67,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     thread::spawn(move || {
-        traffic::run(cli.listen, cli.calls, cli.exit_when_done);
+        cli.traffic.run();
         std::process::exit(0);
     });
     match wait_for_stop(&stop) {

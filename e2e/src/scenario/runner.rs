@@ -100,6 +100,25 @@ struct Environment {
     deployed: bool,
 }
 
+/// [`run_file`] on a runtime of its own, for callers that are not async (tests); panics when the
+/// run fails or the map is not exact.
+pub fn run_file_exact(path: &Path, options: &RunOptions) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let score = runtime
+        .block_on(run_file(path, options))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        score.perfect(),
+        "{} is not mapped exactly on the {:?} node:\n{}",
+        path.display(),
+        options.node,
+        score.render()
+    );
+}
+
 /// Runs the scenario in `path`, prints the score and returns it.
 pub async fn run_file(path: &Path, options: &RunOptions) -> Result<Score> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Manifest {

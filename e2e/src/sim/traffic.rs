@@ -22,6 +22,27 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// How often a persistent connection sends a ping.
 const PERSISTENT_PING: Duration = Duration::from_secs(1);
 
+/// A pod process's flags, as `trafficmap-node traffic` and `trafficmap-play` take them.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TrafficArgs {
+    /// `PORT/PROTO` to listen on (repeatable).
+    #[arg(long = "listen")]
+    pub listen: Vec<ListenArg>,
+    /// `HOST:PORT/PROTO/once|every=<d>|persistent` (repeatable).
+    #[arg(long = "call")]
+    pub calls: Vec<CallArg>,
+    /// Exit once every call is made, if nothing listens and no call repeats (Job pods).
+    #[arg(long)]
+    pub exit_when_done: bool,
+}
+
+impl TrafficArgs {
+    /// Listens and makes the calls; see [`run`].
+    pub fn run(self) {
+        run(self.listen, self.calls, self.exit_when_done);
+    }
+}
+
 /// A listening port: `8080/TCP`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenArg {
