@@ -34,6 +34,11 @@ NODE_IP=10.255.1.1
 # Pods: the node's podCIDR (set on the Node as node-ipam would) on the CNI bridge.
 POD_CIDR=10.244.1.0/24
 POD_GATEWAY=10.244.1.1
+# host-local hands addresses out round robin: in a /24 one is reused only after 253 others. A
+# range of 32 (more than any scenario runs at once) makes pods reuse freed addresses within a few
+# scenarios, as on a busy node, so the suite exercises IP reuse on this node too.
+POD_RANGE_START=10.244.1.2
+POD_RANGE_END=10.244.1.33
 CLUSTER_POD_CIDR=10.244.0.0/16
 CNI_BRIDGE=tm-cni0
 CLUSTER_DNS=10.96.0.10
@@ -277,7 +282,8 @@ pod_network() {
     {"type": "bridge", "bridge": "$CNI_BRIDGE", "isGateway": true, "ipMasq": false,
      "hairpinMode": true,
      "ipam": {"type": "host-local", "dataDir": "$LIB/cni/ipam",
-              "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$POD_GATEWAY"}]],
+              "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$POD_GATEWAY",
+                           "rangeStart": "$POD_RANGE_START", "rangeEnd": "$POD_RANGE_END"}]],
               "routes": [{"dst": "0.0.0.0/0"}]}},
     {"type": "portmap", "capabilities": {"portMappings": true}},
     {"type": "loopback"}

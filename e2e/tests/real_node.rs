@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use trafficmap_e2e::cluster::repo_root;
+use kube::Api;
+use trafficmap_api::ObservedTraffic;
+use trafficmap_e2e::cluster::{admin_client, repo_root};
 use trafficmap_e2e::real::Fault;
 use trafficmap_e2e::scenario::runner::{NodeKind, RunOptions, run_file_exact};
 
@@ -46,11 +48,27 @@ fn run_with_faults(name: &str, sniffer_late: bool, values: &[&str], faults: &[(u
 }
 
 /// The BPF socket iterator loads inside the sniffer's container as the chart ships it
-/// (`bpf` fails instead of falling back).
+/// (`bpf` fails instead of falling back). The operator's own calls to the API server, whose
+/// `default/kubernetes` endpoints the API server keeps, map to that Service.
 #[test]
 #[ignore = "needs the real node: make real-node-test"]
 fn ecom_demo_with_the_bpf_socket_iterator() {
     run("ecom-demo", false, &["sniffer.socketSource=bpf"]);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let operator = runtime.block_on(async {
+        let client = admin_client().await.expect("client");
+        Api::<ObservedTraffic>::all(client)
+            .get("trafficmap-operator.deployment.trafficmap")
+            .await
+            .expect("the operator's ObservedTraffic")
+    });
+    let targets = operator.status.map(|s| s.targets).unwrap_or_default();
+    assert!(
+        targets
+            .iter()
+            .any(|t| t.name == "kubernetes" && t.namespace == "default" && t.kind == "Service"),
+        "the operator's calls to the API server are not default/kubernetes: {targets:?}"
+    );
 }
 
 /// sock_diag, entering each pod's namespace from the container.
