@@ -38,8 +38,9 @@ pub fn client_intents_name(workload_name: &str) -> String {
     shorten_with_hash(&cleaned, workload_name, MAX_OBJECT_NAME_CHARS)
 }
 
-/// Lowercases and maps every character outside `[a-z0-9.-]` to `-`, and trims leading and
-/// trailing non-alphanumerics, as a DNS subdomain requires.
+/// Lowercases, maps every character outside `[a-z0-9.-]` to `-`, and makes every dot-separated
+/// part start and end alphanumeric (dropping parts left empty), as Kubernetes' DNS-1123
+/// subdomain requires: `a.-.b` would be refused by the API server.
 fn dns_subdomain(s: &str) -> String {
     let mapped: String = s
         .chars()
@@ -52,11 +53,15 @@ fn dns_subdomain(s: &str) -> String {
             }
         })
         .collect();
-    let trimmed = mapped.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-    if trimmed.is_empty() {
+    let parts: Vec<&str> = mapped
+        .split('.')
+        .map(|part| part.trim_matches('-'))
+        .filter(|part| !part.is_empty())
+        .collect();
+    if parts.is_empty() {
         "x".to_string()
     } else {
-        trimmed.to_string()
+        parts.join(".")
     }
 }
 
@@ -130,5 +135,41 @@ mod tests {
         assert_eq!(client_intents_name("cartservice"), "cartservice");
         let mapped = client_intents_name("my_app");
         assert!(mapped.starts_with("my-app-"), "{mapped}");
+    }
+
+    /// Kubernetes' IsDNS1123Subdomain.
+    fn is_dns1123_subdomain(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= MAX_OBJECT_NAME_CHARS
+            && s.split('.').all(|part| {
+                let b = part.as_bytes();
+                !b.is_empty()
+                    && b.iter()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                    && b[0].is_ascii_alphanumeric()
+                    && b[b.len() - 1].is_ascii_alphanumeric()
+            })
+    }
+
+    #[test]
+    fn every_dot_separated_part_starts_and_ends_alphanumeric() {
+        // The fuzz crash of render_client_intents: "nightly-r1.-.1.1epo-t" gave a name with an
+        // empty-after-trim part that the API server refuses.
+        for name in [
+            "nightly-r1.-.1.1epo-t",
+            "a..b",
+            ".-.",
+            "a.-b-.c",
+            "-x-.y.",
+            "A_B.-C_",
+            &"a.-".repeat(200),
+        ] {
+            let intents = client_intents_name(name);
+            assert!(is_dns1123_subdomain(&intents), "{name:?} -> {intents:?}");
+            let observed = observed_traffic_name(&w(name, "Deployment", "ns"));
+            assert!(is_dns1123_subdomain(&observed), "{name:?} -> {observed:?}");
+        }
+        assert_eq!(client_intents_name("checkout.v2"), "checkout.v2");
+        assert_ne!(client_intents_name("a.-.b"), client_intents_name("a.b"));
     }
 }
