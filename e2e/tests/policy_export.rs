@@ -329,11 +329,13 @@ async fn exported_cilium_policies_cover_each_call_and_pass_ciliums_published_sch
         egress[0]["toPorts"][0]["rules"],
         json!({"dns": [{"matchPattern": "*"}]})
     );
+    // The cluster DNS Service exists only once a node (simulated or real) ran on this control
+    // plane; without it the policy allows 53 to any peer.
     let dns_selector = Api::<Service>::namespaced(setup.client.clone(), "kube-system")
-        .get("kube-dns")
+        .get_opt("kube-dns")
         .await
-        .expect("the cluster DNS Service")
-        .spec
+        .expect("read the cluster DNS Service")
+        .and_then(|s| s.spec)
         .and_then(|s| s.selector)
         .filter(|s| !s.is_empty());
     let dns_pods = dns_selector.map(|mut labels| {
