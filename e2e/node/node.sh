@@ -321,8 +321,8 @@ up() {
   [[ -x "$BIN_DIR/containerd" && -x "$BIN_DIR/ctr" ]] || build
   image_ref pause >/dev/null
   bash "$CONTROL_PLANE" up >/dev/null
-  # A simulated node's Node object outlives it (no node-lifecycle controller marks it NotReady):
-  # the scheduler would place pods on it. Its pods go with it, at once.
+  # A simulated node's Node object outlives it and stays Ready until the node-lifecycle
+  # controller's grace period ends: the scheduler would place pods on it. Its pods go with it.
   kubectl_admin delete node tm-node --ignore-not-found >/dev/null
   kubectl_admin delete pods -A --field-selector spec.nodeName=tm-node --force --grace-period=0 \
     >/dev/null 2>&1 || true
