@@ -160,8 +160,14 @@ fn fault_sniffer_pod_deleted() {
     run_with_faults("tutorial", false, &[], &[(2, Fault::DeleteSnifferPod)]);
 }
 
-/// The operator's pod is deleted mid-traffic, after its first writes; the sniffer holds its
-/// reports until the new one takes them, which rebuilds the map from ObservedTraffic.
+/// The operator's pod is deleted 2 s into the traffic; the sniffer holds its reports until the
+/// new one takes them, which rebuilds the map from ObservedTraffic.
+///
+/// Open defect: this fails in about one run of three (3 of 9 here, in several orders). In the
+/// failing runs the first operator held the sniffer's reports for up to 10 s without writing,
+/// and its replacement never wrote one edge (a persistent connection, reported once, or a
+/// repeated call). `make real-node-test` leaves it out until that is found; run it with
+/// `cargo test -p trafficmap-e2e --test real_node -- --ignored --exact fault_operator_pod_deleted`.
 #[test]
 #[ignore = "needs the real node: make real-node-test"]
 fn fault_operator_pod_deleted() {
@@ -169,9 +175,8 @@ fn fault_operator_pod_deleted() {
 }
 
 /// The kubelet and then containerd are killed and started again mid-traffic. `make
-/// real-node-test` runs this one last: the next install's operator, started right after, was seen
-/// (twice in a row) to hold reports for 10 s without writing, so a fault test after it lost
-/// edges. Not understood yet; every other order passed.
+/// real-node-test` runs this one last, so that a slow recovery of the node cannot be blamed on
+/// the scenario after it.
 #[test]
 #[ignore = "needs the real node: make real-node-test"]
 fn fault_kubelet_and_containerd_restart() {
