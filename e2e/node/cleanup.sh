@@ -85,13 +85,13 @@ remove_kubelet_chains() {
   done
 }
 
+# Our links. Pod veths need no step of their own: a veth goes with its pod's network namespace
+# (unmounted above), and its host end with the bridge.
 remove_links() {
   local l
   for l in "$CNI_BRIDGE" "$NODE_LINK"; do
     ip link del "$l" 2>/dev/null || true
   done
-  # Host ends of pod veths left by a killed run: those still enslaved to our bridge went with it;
-  # a veth whose peer's namespace is gone went too.
 }
 
 down() {
