@@ -44,6 +44,10 @@ use crate::resolve::{
 /// the watches, well under the ingest's acknowledgement timeout.
 pub const DEFAULT_PENDING_HOLD_MS: u64 = 10_000;
 
+/// Default of [`EngineConfig::drain_ms`]: the settle time and two retries, well inside the
+/// operator's shutdown grace.
+pub const DEFAULT_DRAIN_MS: u64 = crate::resolve::DEFAULT_SETTLE_MS + 2 * RETRY_INTERVAL_MS;
+
 /// Timing of the engine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -58,6 +62,9 @@ pub struct EngineConfig {
     /// How long a report's acknowledgement waits for one of its observations to resolve; past
     /// it the observation may still resolve, but unacknowledged by its report.
     pub pending_hold_ms: u64,
+    /// Longest a graceful stop waits for observations still settling or waiting for the
+    /// watches (see [`Stop::drain`]).
+    pub drain_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +75,7 @@ impl Default for EngineConfig {
             pending_capacity: crate::resolve::pending::DEFAULT_PENDING_CAPACITY,
             pending_wait_ms: crate::resolve::pending::DEFAULT_PENDING_WAIT_MS,
             pending_hold_ms: DEFAULT_PENDING_HOLD_MS,
+            drain_ms: DEFAULT_DRAIN_MS,
         }
     }
 }
@@ -268,8 +276,13 @@ impl Engine {
         }
     }
 
+    /// Observations waiting to be resolved.
+    pub fn waiting(&self) -> usize {
+        self.pending.len() + self.refreshing.len()
+    }
+
     fn set_pending_gauge(&self) {
-        let waiting = self.pending.len() + self.refreshing.len();
+        let waiting = self.waiting();
         self.metrics
             .observations_pending
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
@@ -531,22 +544,41 @@ const RETRY_INTERVAL_MS: u64 = 1_000;
 /// How often old history is collected.
 const GC_INTERVAL_MS: u64 = 60_000;
 
-/// Runs the engine until `shutdown`, then hands over a final flush.
+/// How the engine is told to stop.
+#[derive(Clone, Debug, Default)]
+pub struct Stop {
+    /// A graceful stop: ingest takes no new reports; the engine goes on applying watch events
+    /// and resolving what waits until nothing does, or for [`EngineConfig::drain_ms`], then
+    /// hands over a final flush. A rolling update or a deleted pod loses no observation that
+    /// was still settling.
+    pub drain: CancellationToken,
+    /// Stop at once (leadership lost: another replica may be writing), after a final flush of
+    /// what is already resolved.
+    pub now: CancellationToken,
+}
+
+/// Runs the engine until `stop`, then hands over a final flush.
 pub async fn run(
     mut engine: Engine,
     mut cluster: mpsc::Receiver<Stamped>,
     mut reports: mpsc::Receiver<ReceivedReport>,
     writes: mpsc::UnboundedSender<Vec<StatusWrite>>,
-    shutdown: CancellationToken,
+    stop: Stop,
 ) {
     let mut retry = tokio::time::interval(std::time::Duration::from_millis(RETRY_INTERVAL_MS));
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_flush = now_ms();
     let mut last_gc = now_ms();
+    let mut drain_until: Option<TimeMs> = None;
     loop {
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
+            () = stop.now.cancelled() => break,
+            () = stop.drain.cancelled(), if drain_until.is_none() => {
+                let waiting = engine.waiting();
+                tracing::info!(waiting, "draining: resolving what waits before stopping");
+                drain_until = Some(now_ms().saturating_add(engine.config.drain_ms));
+            }
             Some(event) = cluster.recv() => engine.apply(event),
             Some(report) = reports.recv() => engine.ingest(report, now_ms()),
             _ = retry.tick() => {
@@ -565,6 +597,13 @@ pub async fn run(
                 if now.saturating_sub(last_gc) >= GC_INTERVAL_MS {
                     last_gc = now;
                     engine.gc(now);
+                }
+                if let Some(until) = drain_until {
+                    let waiting = engine.waiting();
+                    if waiting == 0 || now >= until {
+                        tracing::info!(waiting, "drained");
+                        break;
+                    }
                 }
             }
         }

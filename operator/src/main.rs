@@ -29,6 +29,8 @@ const CLUSTER_EVENT_QUEUE: usize = 16 * 1024;
 const REPORT_QUEUE: usize = 256;
 /// How long shutdown may take before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long a graceful stop lets the writer write the last statuses after the engine drained.
+const WRITER_GRACE: Duration = Duration::from_secs(8);
 
 /// mimalloc instead of glibc's malloc: reports are decoded on the ingest tasks' threads and
 /// freed on the engine's, a pattern that leaves glibc's per-thread arenas holding freed memory.
@@ -146,6 +148,7 @@ async fn run(args: Args) -> Result<(), String> {
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
     let (write_tx, write_rx) = mpsc::unbounded_channel();
     let work = CancellationToken::new();
+    let stop = engine::Stop::default();
 
     let watches = tokio::spawn(liveness.watch(
         "watches",
@@ -153,7 +156,7 @@ async fn run(args: Args) -> Result<(), String> {
     ));
     let engine_task = tokio::spawn(liveness.watch(
         "engine",
-        engine::run(engine, cluster_rx, report_rx, write_tx, work.clone()),
+        engine::run(engine, cluster_rx, report_rx, write_tx, stop.clone()),
     ));
     let writer = Writer::new(
         client.clone(),
@@ -165,8 +168,10 @@ async fn run(args: Args) -> Result<(), String> {
         ledger,
     );
     let (redecide_tx, redecide_rx) = mpsc::unbounded_channel();
-    let writer_task =
-        tokio::spawn(liveness.watch("writer", writer.run(write_rx, redecide_rx, work.clone())));
+    let writer_task = tokio::spawn(liveness.watch(
+        "writer",
+        writer.run(write_rx, redecide_rx, stop.now.clone()),
+    ));
     let intents_sync = IntentsSync::new(client.clone(), metrics.clone(), redecide_tx);
     let intents_task = tokio::spawn(liveness.watch("intents-sync", intents_sync.run(work.clone())));
 
@@ -190,7 +195,7 @@ async fn run(args: Args) -> Result<(), String> {
             client.clone(),
             report_tx,
             metrics.clone(),
-            work.clone(),
+            stop.drain.clone(),
         ),
     ));
     readiness.set(true);
@@ -203,12 +208,28 @@ async fn run(args: Args) -> Result<(), String> {
     readiness.set(false);
     metrics.leader.set(0);
     liveness.stopping();
-    work.cancel();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let _ = ingest_task.await;
-        let _ = watches.await;
+        // Stopping gracefully, ingest takes no new reports and the engine resolves what waits
+        // while the watches still run; the writer writes its last statuses, which acknowledges
+        // the reports still open. With leadership lost, another replica may be writing already:
+        // everything stops at once.
+        stop.drain.cancel();
+        if lost_leadership {
+            stop.now.cancel();
+        }
         let _ = engine_task.await;
-        let _ = writer_task.await;
+        let mut writer_task = writer_task;
+        if tokio::time::timeout(WRITER_GRACE, &mut writer_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the last statuses were not written within {WRITER_GRACE:?}; stopping");
+            stop.now.cancel();
+            let _ = writer_task.await;
+        }
+        let _ = ingest_task.await;
+        work.cancel();
+        let _ = watches.await;
         let _ = intents_task.await;
     })
     .await;

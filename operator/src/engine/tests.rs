@@ -353,3 +353,64 @@ async fn news_goes_out_once_its_clients_last_status_is_a_flush_interval_old() {
     let last = engine.final_writes(t1 + interval + 20 + SETTLED);
     assert_eq!(last.len(), 1, "the final flush ignores the interval");
 }
+
+/// Runs an engine whose settle time is 200 ms on one fresh report, stopped by `stop` as soon
+/// as the report is in; returns the statuses it handed over and the report's outcome.
+async fn run_stopped(drain: bool) -> (Vec<StatusWrite>, Option<Outcome>) {
+    let config = ResolveConfig {
+        pod_cidrs: vec!["10.244.0.0/16".parse().expect("CIDR")],
+        service_cidrs: vec!["10.96.0.0/16".parse().expect("CIDR")],
+        settle_ms: 200,
+        ..ResolveConfig::default()
+    };
+    let mut index = Index::new(config, 0);
+    deployment_pod(&mut index, "web", "10.244.0.10");
+    deployment_pod(&mut index, "cart", "10.244.0.11");
+    let engine_config = EngineConfig {
+        drain_ms: 5_000,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(index, engine_config, Arc::new(Metrics::new()));
+    let ledger = engine.ledger();
+    let (_cluster_tx, cluster_rx) = mpsc::channel(1);
+    let (report_tx, report_rx) = mpsc::channel(1);
+    let (write_tx, mut write_rx) = mpsc::unbounded_channel();
+    let stop = Stop::default();
+    let (received, receipt) = report(8080, now_ms());
+    report_tx
+        .send(received)
+        .await
+        .expect("engine takes the report");
+    let task = tokio::spawn(run(engine, cluster_rx, report_rx, write_tx, stop.clone()));
+    tokio::task::yield_now().await;
+    if drain {
+        stop.drain.cancel();
+    } else {
+        stop.now.cancel();
+    }
+    task.await.expect("engine ends");
+    let mut handed = Vec::new();
+    while let Ok(batch) = write_rx.try_recv() {
+        handed.extend(batch);
+    }
+    for write in &handed {
+        ledger.written(&write.client, write.generation);
+    }
+    drop(ledger);
+    (handed, settled(receipt).await)
+}
+
+#[tokio::test]
+async fn a_graceful_stop_resolves_what_is_settling_and_acknowledges_its_report() {
+    let (handed, outcome) = run_stopped(true).await;
+    assert_eq!(handed.len(), 1, "web's status with web -> cart");
+    assert_eq!(handed[0].status.targets.len(), 1);
+    assert_eq!(outcome, Some(Outcome::Written));
+}
+
+#[tokio::test]
+async fn a_stop_at_once_hands_over_nothing_unresolved_and_fails_the_report() {
+    let (handed, outcome) = run_stopped(false).await;
+    assert!(handed.is_empty(), "nothing was resolved: {handed:?}");
+    assert_eq!(outcome, Some(Outcome::NotWritten));
+}

@@ -73,6 +73,10 @@ struct Ingest {
     metrics: Arc<Metrics>,
 }
 
+/// How long open requests may go on after `shutdown`: they wait for their reports' statuses,
+/// which the engine's drain and the writer's last writes bring (see `engine::Stop`).
+const OPEN_REQUESTS_GRACE: Duration = Duration::from_secs(15);
+
 /// Serves the endpoint on `listener` until `shutdown`, then lets open requests finish.
 pub async fn serve(
     listener: TcpListener,
@@ -137,11 +141,11 @@ pub async fn serve(
             }
         });
     }
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+    if tokio::time::timeout(OPEN_REQUESTS_GRACE, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("ingest connections still open after 5 s; closing");
+        tracing::warn!("ingest connections still open after {OPEN_REQUESTS_GRACE:?}; closing");
     }
 }
 
