@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use crate::intents::{ClientIntents, InternetTarget as IntentInternet, Target};
-use crate::observed::{InternetTarget, ObservedTarget, ObservedTraffic};
+use crate::observed::{InternetTarget, ObservedTarget, ObservedTraffic, WorkloadRef};
 use crate::render::{NODE_KIND, SERVICE_KIND};
 
 /// An observed call in the form `kubectl-trafficmap` prints and scenarios expect:
@@ -64,6 +64,79 @@ pub fn uncovered_targets(observed: &ObservedTraffic, intents: &ClientIntents) ->
     uncovered.sort();
     uncovered.dedup();
     uncovered
+}
+
+/// Whether `intents` are `client`'s: same workload name, the client's namespace (or none set,
+/// as in a file meant for `kubectl apply -n`), and the client's kind when the intents name one.
+pub fn names_client(intents: &ClientIntents, client: &WorkloadRef) -> bool {
+    let namespace_ok = intents
+        .metadata
+        .namespace
+        .as_deref()
+        .is_none_or(|ns| ns == client.namespace);
+    let kind_ok = match intents.spec.workload.kind.as_deref() {
+        None => true,
+        Some(kind) => client.kind.is_empty() || kind.eq_ignore_ascii_case(&client.kind),
+    };
+    namespace_ok && kind_ok && intents.spec.workload.name == client.name
+}
+
+/// The observed calls of `observed` that the cluster's ClientIntents would block once the
+/// Otterize intents-operator enforces them, as target ids, sorted. `own` are the client's
+/// intents (merged), `all` every ClientIntents in the cluster.
+///
+/// The intents-operator protects a server as soon as any ClientIntents names it: from then on
+/// only clients whose intents name it may call it. So an in-cluster call is blocked when its
+/// target is named by some ClientIntents and not by `own`. An internet call is blocked when
+/// `own` names internet targets and none of them allows it (egress enforcement, which the
+/// intents-operator applies to clients with internet intents). Node targets are left out.
+pub fn blocked_by_intents(
+    observed: &ObservedTraffic,
+    own: &ClientIntents,
+    all: &[ClientIntents],
+) -> Vec<String> {
+    let client_ns = observed.spec.client.namespace.as_str();
+    let Some(status) = &observed.status else {
+        return Vec::new();
+    };
+    let protected = |t: &ObservedTarget| {
+        all.iter().any(|ci| {
+            let ns = ci.metadata.namespace.as_deref().unwrap_or(client_ns);
+            ci.spec.targets.iter().any(|i| covers_in_cluster(i, t, ns))
+        })
+    };
+    let internet_intents: Vec<&IntentInternet> = own
+        .spec
+        .targets
+        .iter()
+        .filter_map(|i| i.internet.as_ref())
+        .collect();
+    let mut blocked: Vec<String> = status
+        .targets
+        .iter()
+        .filter(|t| t.kind != NODE_KIND)
+        .filter(|t| {
+            !own.spec
+                .targets
+                .iter()
+                .any(|i| covers_in_cluster(i, t, client_ns))
+                && protected(t)
+        })
+        .map(target_id)
+        .chain(
+            status
+                .internet_targets
+                .iter()
+                .filter(|t| {
+                    !internet_intents.is_empty()
+                        && !internet_intents.iter().any(|i| covers_internet(i, t))
+                })
+                .map(internet_target_id),
+        )
+        .collect();
+    blocked.sort();
+    blocked.dedup();
+    blocked
 }
 
 /// Intent target ids that no observed call used, sorted: declared but never seen.

@@ -89,6 +89,11 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub exclude_namespaces: Vec<String>,
+    /// How often the operator works out which observed calls the cluster's ClientIntents and
+    /// NetworkPolicies would block (metric `calls_would_be_blocked`, ObservedTraffic condition
+    /// `WouldBeBlocked`); 0 turns the audit off.
+    #[arg(long, env = "TRAFFICMAP_AUDIT_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub audit_interval: Duration,
     /// How often changed ObservedTraffic statuses are written (at most once per object).
     #[arg(long, env = "TRAFFICMAP_FLUSH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub flush_interval: Duration,

@@ -18,7 +18,7 @@ use trafficmap_operator::ingest::{self, IngestConfig};
 use trafficmap_operator::leader::{self, LeaseConfig};
 use trafficmap_operator::metrics::Metrics;
 use trafficmap_operator::now_ms;
-use trafficmap_operator::reconcile::{IntentsSync, Writer, WriterConfig};
+use trafficmap_operator::reconcile::{Audit, IntentsSync, Writer, WriterConfig};
 use trafficmap_operator::resolve::ResolveConfig;
 use trafficmap_operator::resolve::{Index, ServiceKey};
 use trafficmap_operator::store::{restore, watch};
@@ -168,10 +168,19 @@ async fn run(args: Args) -> Result<(), String> {
         ledger,
     );
     let (redecide_tx, redecide_rx) = mpsc::unbounded_channel();
+    let (audit_tx, audit_rx) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(liveness.watch(
         "writer",
-        writer.run(write_rx, redecide_rx, stop.now.clone()),
+        writer.run(write_rx, redecide_rx, audit_rx, stop.now.clone()),
     ));
+    let audit = Audit::new(
+        client.clone(),
+        metrics.clone(),
+        args.audit_interval,
+        args.cluster_dns_service.clone(),
+        audit_tx,
+    );
+    let audit_task = tokio::spawn(liveness.watch("audit", audit.run(work.clone())));
     let intents_sync = IntentsSync::new(client.clone(), metrics.clone(), redecide_tx);
     let intents_task = tokio::spawn(liveness.watch("intents-sync", intents_sync.run(work.clone())));
 
@@ -231,6 +240,7 @@ async fn run(args: Args) -> Result<(), String> {
         work.cancel();
         let _ = watches.await;
         let _ = intents_task.await;
+        let _ = audit_task.await;
     })
     .await;
     if drained.is_err() {

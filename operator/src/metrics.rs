@@ -69,6 +69,16 @@ pub struct Metrics {
     pub edges_refused: Family<ReasonLabel, Counter>,
     /// DNS answers forgotten early because the cache was full.
     pub dns_answers_evicted: Counter,
+    /// Observed calls the cluster's policies would block, by what blocks them (`clientintents`,
+    /// `networkpolicy`), as of the last audit.
+    pub calls_would_be_blocked: Family<ByLabel, Gauge>,
+}
+
+/// What blocks a call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByLabel {
+    /// `clientintents` or `networkpolicy`.
+    pub by: String,
 }
 
 impl Metrics {
@@ -95,6 +105,7 @@ impl Metrics {
             dns_answers: Gauge::default(),
             edges_refused: Family::default(),
             dns_answers_evicted: Counter::default(),
+            calls_would_be_blocked: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -172,6 +183,11 @@ impl Metrics {
             "edges_refused",
             "Edges not added to the map, by reason",
             metrics.edges_refused.clone(),
+        );
+        registry.register(
+            "calls_would_be_blocked",
+            "Observed calls the cluster's ClientIntents or NetworkPolicies would block, by what blocks them",
+            metrics.calls_would_be_blocked.clone(),
         );
         registry.register(
             "dns_answers_evicted",

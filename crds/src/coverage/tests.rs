@@ -207,3 +207,73 @@ fn declared_targets_never_observed_are_listed() {
     );
     assert_eq!(unobserved_intents(None, &ci).len(), 4);
 }
+
+/// ClientIntents of another client of `shop`, naming `targets`.
+fn others_intents(client: &str, targets: Vec<Target>) -> ClientIntents {
+    let mut ci = intents(targets);
+    ci.spec.workload.name = client.into();
+    ci.metadata.name = Some(client.into());
+    ci
+}
+
+#[test]
+fn only_calls_to_servers_some_intents_protect_are_blocked() {
+    let ot = observed(
+        vec![
+            in_cluster("cart", "shop", "Deployment", Some("cart")),
+            in_cluster("pay", "shop", "Deployment", None),
+            in_cluster("ledger", "bank", "StatefulSet", None),
+        ],
+        vec![],
+    );
+    let none = intents(vec![]);
+    // Nobody names a server: nothing is protected, nothing blocked.
+    assert!(blocked_by_intents(&ot, &none, &[]).is_empty());
+    // Another client's intents protect pay and, qualified, bank's ledger.
+    let other = others_intents(
+        "web",
+        vec![kubernetes("pay", None), kubernetes("ledger.bank", None)],
+    );
+    assert_eq!(
+        blocked_by_intents(&ot, &none, std::slice::from_ref(&other)),
+        ["ledger.bank", "pay.shop"]
+    );
+    // Our own intents naming pay let that call through; ledger stays blocked.
+    let own = intents(vec![kubernetes("pay", None)]);
+    assert_eq!(
+        blocked_by_intents(&ot, &own, &[other, own.clone()]),
+        ["ledger.bank"]
+    );
+}
+
+#[test]
+fn a_service_intent_protects_the_calls_through_that_service() {
+    let ot = observed(
+        vec![in_cluster("cart", "shop", "Deployment", Some("cart"))],
+        vec![],
+    );
+    let other = others_intents("web", vec![service("cart")]);
+    assert_eq!(
+        blocked_by_intents(&ot, &intents(vec![]), std::slice::from_ref(&other)),
+        ["cart.shop"]
+    );
+    let own = intents(vec![kubernetes("cart", Some("Service"))]);
+    assert!(blocked_by_intents(&ot, &own, &[other]).is_empty());
+}
+
+#[test]
+fn internet_calls_are_blocked_only_once_the_client_has_internet_intents() {
+    let ot = observed(
+        vec![],
+        vec![
+            internet(Some("api.stripe.com"), "203.0.113.7", 443),
+            internet(Some("hooks.slack.com"), "203.0.113.9", 443),
+        ],
+    );
+    assert!(blocked_by_intents(&ot, &intents(vec![]), &[]).is_empty());
+    let own = intents(vec![allow(&["api.stripe.com"], &[], &[443])]);
+    assert_eq!(
+        blocked_by_intents(&ot, &own, std::slice::from_ref(&own)),
+        ["internet:hooks.slack.com"]
+    );
+}

@@ -89,6 +89,44 @@ impl Cluster {
         Ok(Cluster { client, server })
     }
 
+    /// The cluster `client` talks to (the operator's own client: it audits with what the CLI
+    /// reads).
+    pub fn from_client(client: Client) -> Self {
+        Cluster {
+            client,
+            server: "the operator's API server".to_string(),
+        }
+    }
+
+    /// Every NetworkPolicy in the cluster.
+    pub async fn all_network_policies(&self) -> Result<Vec<NetworkPolicy>, CliError> {
+        let request = Request {
+            verb: "list",
+            resource: "networkpolicies.networking.k8s.io",
+            namespace: None,
+            missing_hint: "NetworkPolicy is built into every Kubernetes API server",
+        };
+        self.list_all(Api::<NetworkPolicy>::all(self.client.clone()), &request)
+            .await
+    }
+
+    /// Every ClientIntents in the cluster, none when the CRD is not installed.
+    pub async fn all_client_intents_if_installed(&self) -> Result<Vec<ClientIntents>, CliError> {
+        let request = Request {
+            verb: "list",
+            resource: CLIENT_INTENTS,
+            namespace: None,
+            missing_hint: INSTALL_INTENTS_CRD,
+        };
+        match self
+            .list_all(Api::<ClientIntents>::all(self.client.clone()), &request)
+            .await
+        {
+            Err(CliError::CrdMissing { .. }) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+
     /// Every ObservedTraffic.
     pub async fn observed_traffic(&self) -> Result<Vec<ObservedTraffic>, CliError> {
         let request = Request {

@@ -3,7 +3,7 @@
 //! Coverage is decided by [`trafficmap_api::coverage`], the same code the operator uses.
 
 use serde::Deserialize;
-use trafficmap_api::coverage::{uncovered_targets, unobserved_intents};
+use trafficmap_api::coverage::{names_client, uncovered_targets, unobserved_intents};
 use trafficmap_api::{ClientIntents, ObservedTraffic, WorkloadRef};
 
 use crate::cli::filter::MapFilter;
@@ -108,19 +108,6 @@ pub fn diff(
         (&a.client.namespace, &a.client.name).cmp(&(&b.client.namespace, &b.client.name))
     });
     DiffReport { clients, compared }
-}
-
-fn names_client(intents: &ClientIntents, client: &WorkloadRef) -> bool {
-    let namespace_ok = intents
-        .metadata
-        .namespace
-        .as_deref()
-        .is_none_or(|ns| ns == client.namespace);
-    let kind_ok = match intents.spec.workload.kind.as_deref() {
-        None => true,
-        Some(kind) => client.kind.is_empty() || kind.eq_ignore_ascii_case(&client.kind),
-    };
-    namespace_ok && kind_ok && intents.spec.workload.name == client.name
 }
 
 /// The text `diff` prints.

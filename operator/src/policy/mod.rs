@@ -1,7 +1,8 @@
 //! The map as network policy that enforcement engines apply: what the cluster must tell about
 //! its workloads ([`inventory`]), what the policies must allow whatever the engine
 //! ([`allowed`]), its renderings as Kubernetes NetworkPolicy ([`networkpolicy`]) and as
-//! CiliumNetworkPolicy ([`cilium`]), and NetworkPolicy's semantics over a call ([`evaluate`]).
+//! CiliumNetworkPolicy ([`cilium`]), NetworkPolicy's semantics over a call ([`evaluate`]), and
+//! the observed calls that the cluster's policies would block ([`blocked`]).
 //! Pure: the CLI gathers the inventory and writes the files.
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use trafficmap_api::naming::client_intents_name;
 use inventory::WorkloadKey;
 
 pub mod allowed;
+pub mod blocked;
 pub mod calls;
 pub mod cilium;
 pub mod evaluate;

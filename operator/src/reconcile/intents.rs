@@ -84,8 +84,10 @@ pub fn decide(observed: &ObservedTraffic, existing: Option<&ClientIntents>) -> I
     IntentsDecision::Apply(Box::new(draft))
 }
 
-/// The condition for a decision outcome, keeping `previous`'s transition time when unchanged.
+/// The condition `type_` with `status`, keeping `previous`'s transition time when status and
+/// reason are unchanged.
 pub fn condition(
+    type_: &str,
     status: bool,
     reason: &str,
     message: String,
@@ -98,7 +100,7 @@ pub fn condition(
         _ => now,
     };
     Condition {
-        type_: CONDITION_TYPE.to_string(),
+        type_: type_.to_string(),
         status,
         reason: reason.to_string(),
         message,
@@ -246,10 +248,24 @@ mod tests {
 
     #[test]
     fn the_transition_time_moves_only_when_the_condition_changes() {
-        let first = condition(true, "Emitted", "ok".into(), None, t(10));
-        let same = condition(true, "Emitted", "ok again".into(), Some(&first), t(20));
+        let first = condition(CONDITION_TYPE, true, "Emitted", "ok".into(), None, t(10));
+        let same = condition(
+            CONDITION_TYPE,
+            true,
+            "Emitted",
+            "ok again".into(),
+            Some(&first),
+            t(20),
+        );
         assert_eq!(same.last_transition_time, t(10));
-        let changed = condition(false, "CRDNotInstalled", "no".into(), Some(&same), t(30));
+        let changed = condition(
+            CONDITION_TYPE,
+            false,
+            "CRDNotInstalled",
+            "no".into(),
+            Some(&same),
+            t(30),
+        );
         assert_eq!(changed.last_transition_time, t(30));
     }
 }
