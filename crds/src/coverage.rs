@@ -31,39 +31,52 @@ pub fn internet_target_id(target: &InternetTarget) -> String {
 /// targets are left out: ClientIntents cannot express them.
 pub fn uncovered_targets(observed: &ObservedTraffic, intents: &ClientIntents) -> Vec<String> {
     let client_ns = observed.spec.client.namespace.as_str();
-    let Some(status) = &observed.status else {
-        return Vec::new();
-    };
-    let mut uncovered: Vec<String> = status
-        .targets
-        .iter()
-        .filter(|t| t.kind != NODE_KIND)
-        .filter(|t| {
+    calls_where(
+        observed,
+        |t| {
             !intents
                 .spec
                 .targets
                 .iter()
                 .any(|i| covers_in_cluster(i, t, client_ns))
-        })
+        },
+        |t| {
+            !intents
+                .spec
+                .targets
+                .iter()
+                .filter_map(|i| i.internet.as_ref())
+                .any(|i| covers_internet(i, t))
+        },
+    )
+}
+
+/// The ids of `observed`'s calls that `in_cluster` or `internet` picks, sorted; node targets
+/// left out (ClientIntents cannot express them).
+fn calls_where(
+    observed: &ObservedTraffic,
+    in_cluster: impl Fn(&ObservedTarget) -> bool,
+    internet: impl Fn(&InternetTarget) -> bool,
+) -> Vec<String> {
+    let Some(status) = &observed.status else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = status
+        .targets
+        .iter()
+        .filter(|t| t.kind != NODE_KIND && in_cluster(t))
         .map(target_id)
         .chain(
             status
                 .internet_targets
                 .iter()
-                .filter(|t| {
-                    !intents
-                        .spec
-                        .targets
-                        .iter()
-                        .filter_map(|i| i.internet.as_ref())
-                        .any(|i| covers_internet(i, t))
-                })
+                .filter(|t| internet(t))
                 .map(internet_target_id),
         )
         .collect();
-    uncovered.sort();
-    uncovered.dedup();
-    uncovered
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// Whether `intents` are `client`'s: same workload name, the client's namespace (or none set,
@@ -96,9 +109,6 @@ pub fn blocked_by_intents(
     all: &[ClientIntents],
 ) -> Vec<String> {
     let client_ns = observed.spec.client.namespace.as_str();
-    let Some(status) = &observed.status else {
-        return Vec::new();
-    };
     let protected = |t: &ObservedTarget| {
         all.iter().any(|ci| {
             let ns = ci.metadata.namespace.as_deref().unwrap_or(client_ns);
@@ -111,32 +121,18 @@ pub fn blocked_by_intents(
         .iter()
         .filter_map(|i| i.internet.as_ref())
         .collect();
-    let mut blocked: Vec<String> = status
-        .targets
-        .iter()
-        .filter(|t| t.kind != NODE_KIND)
-        .filter(|t| {
-            !own.spec
-                .targets
-                .iter()
-                .any(|i| covers_in_cluster(i, t, client_ns))
-                && protected(t)
-        })
-        .map(target_id)
-        .chain(
-            status
-                .internet_targets
-                .iter()
-                .filter(|t| {
-                    !internet_intents.is_empty()
-                        && !internet_intents.iter().any(|i| covers_internet(i, t))
-                })
-                .map(internet_target_id),
-        )
-        .collect();
-    blocked.sort();
-    blocked.dedup();
-    blocked
+    calls_where(
+        observed,
+        |t| {
+            protected(t)
+                && !own
+                    .spec
+                    .targets
+                    .iter()
+                    .any(|i| covers_in_cluster(i, t, client_ns))
+        },
+        |t| !internet_intents.is_empty() && !internet_intents.iter().any(|i| covers_internet(i, t)),
+    )
 }
 
 /// Intent target ids that no observed call used, sorted: declared but never seen.

@@ -12,7 +12,7 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 use trafficmap_api::ClientIntents;
-use trafficmap_e2e::chaos::harness::{Setup, connection, report};
+use trafficmap_e2e::chaos::harness::{Setup, reap_case};
 use trafficmap_e2e::cluster::wait_for;
 
 const WAIT: Duration = Duration::from_secs(45);
@@ -44,21 +44,13 @@ async fn wait_for_condition(setup: &Setup, what: &str, want: impl Fn(&str, &str)
 
 #[tokio::test]
 async fn calls_the_clusters_policies_would_block_are_reported_before_anyone_enforces() {
+    reap_case("audit").await.expect("reap");
     let setup = Setup::new("audit", &["--audit-interval=1s"])
         .await
         .expect("setup");
     let ns = setup.ns.name.clone();
-    let pair = setup
-        .client_and_server("10.244.64", true)
-        .await
-        .expect("client and server");
-    let body = report(vec![connection(pair.client, pair.cluster_ip, 80)]).expect("report");
-    assert_eq!(
-        setup.post(Some(&setup.token), body).await.expect("post"),
-        202
-    );
     setup
-        .wait_for_targets("client", &["server"])
+        .mapped_client_and_server("10.244.65")
         .await
         .expect("client -> server mapped");
     wait_for_condition(&setup, "WouldBeBlocked False", |status, _| {

@@ -19,10 +19,9 @@ use kube::api::{
 use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use trafficmap_e2e::chaos::harness::{NAMESPACE_PREFIX, Setup, connection, dns, ip, report};
-use trafficmap_e2e::cluster::{admin_client, kubeconfig_path, repo_root, wait_for};
+use trafficmap_e2e::chaos::harness::{Setup, connection, dns, ip, reap_case, report};
+use trafficmap_e2e::cluster::{kubeconfig_path, repo_root, wait_for};
 use trafficmap_e2e::crds::install;
-use trafficmap_e2e::fixtures::reap_stale_namespaces;
 use trafficmap_e2e::operator::bin_path;
 
 fn run(program: &Path, args: &[&str]) -> (bool, String, String) {
@@ -40,22 +39,13 @@ fn run(program: &Path, args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test]
 async fn exported_network_policies_select_the_workloads_and_the_api_server_accepts_them() {
-    reap("netpol").await;
+    reap_case("netpol").await.expect("reap");
     let setup = Setup::new("netpol", &[]).await.expect("setup");
     let ns = setup.ns.name.clone();
-    let pair = setup
-        .client_and_server("10.244.63", true)
-        .await
-        .expect("pair");
-    let body = report(vec![connection(pair.client, pair.cluster_ip, 80)]).expect("report");
-    assert_eq!(
-        setup.post(Some(&setup.token), body).await.expect("post"),
-        202
-    );
     setup
-        .wait_for_targets("client", &["server"])
+        .mapped_client_and_server("10.244.63")
         .await
-        .expect("mapped");
+        .expect("client -> server mapped");
 
     let cli = bin_path("kubectl-trafficmap").expect("built CLI");
     let dir = repo_root().join("target/e2e-tmp").join(&ns);
@@ -168,15 +158,6 @@ async fn exported_network_policies_select_the_workloads_and_the_api_server_accep
     setup.cleanup().await;
 }
 
-/// Deletes what an earlier run of `case` that failed left: its pods hold the addresses this
-/// run gives its own.
-async fn reap(case: &str) {
-    let admin = admin_client().await.expect("client");
-    reap_stale_namespaces(&admin, &format!("{NAMESPACE_PREFIX}{case}-"))
-        .await
-        .expect("reap");
-}
-
 /// Cilium's CiliumNetworkPolicy CRD, kept verbatim (origin and licence beside it).
 fn cilium_crd() -> PathBuf {
     repo_root().join("third_party/cilium/ciliumnetworkpolicies.yaml")
@@ -219,7 +200,7 @@ async fn dry_run_apply(client: &Client, object: &Value) -> Result<Value, kube::E
 
 #[tokio::test]
 async fn exported_cilium_policies_cover_each_call_and_pass_ciliums_published_schema() {
-    reap("cilium").await;
+    reap_case("cilium").await.expect("reap");
     let setup = Setup::new("cilium", &[]).await.expect("setup");
     install(&setup.client, &[cilium_crd()])
         .await

@@ -182,6 +182,21 @@ impl Setup {
         })
     }
 
+    /// [`Setup::client_and_server`] with the Service, and a report of the client calling its
+    /// ClusterIP on port 80; returns once the map has client -> server.
+    pub async fn mapped_client_and_server(&self, subnet: &str) -> Result<Pair> {
+        let pair = self.client_and_server(subnet, true).await?;
+        let body = report(vec![connection(pair.client, pair.cluster_ip, 80)])?;
+        let status = self.post(Some(&self.token), body).await?;
+        if status != 202 {
+            return Err(Error::Exited(format!(
+                "the operator answered the report with HTTP {status}"
+            )));
+        }
+        self.wait_for_targets("client", &["server"]).await?;
+        Ok(pair)
+    }
+
     /// A Service `name` in front of Deployment `name`, whose pod is at `pod_ip`; its ClusterIP.
     pub async fn service(&self, name: &str, pod_ip: IpAddr) -> Result<IpAddr> {
         let cluster_ip = service(&self.client, &self.ns.name, name, name, 80, 8080).await?;
@@ -262,6 +277,13 @@ impl Setup {
         drop(self.operator);
         let _ = self.ns.delete().await;
     }
+}
+
+/// Removes the namespaces an earlier run of `case` left (its pods would hold the addresses this
+/// run gives its own).
+pub async fn reap_case(case: &str) -> Result<()> {
+    let client = admin_client().await?;
+    reap_stale_namespaces(&client, &format!("{NAMESPACE_PREFIX}{case}-")).await
 }
 
 /// Removes namespaces earlier interrupted chaos runs left.
