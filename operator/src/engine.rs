@@ -21,6 +21,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use trafficmap_api::ObservedTraffic;
@@ -35,6 +36,7 @@ use crate::fast_hash::{FastMap, FastSet};
 use crate::ingest::ReceivedReport;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::now_ms;
+use crate::reconcile::audit::AUDIT_CONDITION;
 use crate::resolve::{
     Attempt, Change, Index, ObservationOutcome, PendingQueue, PendingReason, SkipReason, TimeMs,
     TrafficMap, Workload,
@@ -127,6 +129,8 @@ pub struct Engine {
     news_generations: FastMap<Workload, u64>,
     /// Clients with material changes not handed over yet.
     dirty: FastSet<Workload>,
+    /// The audit's latest `WouldBeBlocked` condition per client, carried by every status.
+    audits: FastMap<Workload, Condition>,
     ledger: Arc<Ledger>,
     config: EngineConfig,
     metrics: Arc<Metrics>,
@@ -144,6 +148,7 @@ impl Engine {
             generations: FastMap::default(),
             news_generations: FastMap::default(),
             dirty: FastSet::default(),
+            audits: FastMap::default(),
             ledger: Arc::new(Ledger::default()),
             config,
             metrics,
@@ -166,6 +171,13 @@ impl Engine {
         for (client, _, _) in self.map.clients() {
             self.handed_at.insert(client.clone(), now);
         }
+        for object in objects {
+            let written = object.status.iter().flat_map(|s| &s.conditions);
+            if let Some(audit) = written.into_iter().find(|c| c.type_ == AUDIT_CONDITION) {
+                let client = self.index.intern(object.spec.client.clone());
+                self.audits.insert(client, audit.clone());
+            }
+        }
         self.update_gauges();
     }
 
@@ -187,8 +199,16 @@ impl Engine {
             }
             ClusterEvent::NodeApplied(node) => self.index.apply_node(node, at),
             ClusterEvent::NodeDeleted(name) => self.index.delete_node(&name, at),
+            ClusterEvent::Audited { client, condition } => {
+                let client = self.index.intern(client);
+                if self.map.get(&client).is_some() {
+                    self.audits.insert(client.clone(), condition);
+                    self.dirty.insert(client);
+                }
+            }
             ClusterEvent::ObservedTrafficDeleted(client) => {
                 let client = self.index.intern(client);
+                self.audits.remove(&client);
                 if self.map.remove(&client).is_some() {
                     tracing::info!(client = %client.name, namespace = %client.namespace, "map entry reset");
                 }
@@ -497,6 +517,9 @@ impl Engine {
             );
         }
         for write in due {
+            if let Some(audit) = self.audits.get(&write.client) {
+                write.status.conditions.push(audit.clone());
+            }
             let generation = self.generations.entry(write.client.clone()).or_insert(0);
             *generation += 1;
             write.generation = *generation;

@@ -145,6 +145,7 @@ async fn run(args: Args) -> Result<(), String> {
     let ledger = engine.ledger();
 
     let (cluster_tx, cluster_rx) = mpsc::channel(CLUSTER_EVENT_QUEUE);
+    let audit_tx = cluster_tx.clone();
     let (report_tx, report_rx) = mpsc::channel(REPORT_QUEUE);
     let (write_tx, write_rx) = mpsc::unbounded_channel();
     let work = CancellationToken::new();
@@ -168,10 +169,9 @@ async fn run(args: Args) -> Result<(), String> {
         ledger,
     );
     let (redecide_tx, redecide_rx) = mpsc::unbounded_channel();
-    let (audit_tx, audit_rx) = mpsc::unbounded_channel();
     let writer_task = tokio::spawn(liveness.watch(
         "writer",
-        writer.run(write_rx, redecide_rx, audit_rx, stop.now.clone()),
+        writer.run(write_rx, redecide_rx, stop.now.clone()),
     ));
     let audit = Audit::new(
         client.clone(),

@@ -1,5 +1,6 @@
 //! What the watchers tell the engine about the cluster.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use trafficmap_api::observed::WorkloadRef;
 
 use crate::resolve::{EndpointSliceInfo, NodeInfo, OwnerMeta, PodInfo, ServiceInfo, TimeMs};
@@ -39,6 +40,14 @@ pub enum ClusterEvent {
     NodeDeleted(String),
     /// Someone deleted an ObservedTraffic (`kubectl trafficmap reset`): forget that client.
     ObservedTrafficDeleted(WorkloadRef),
+    /// The audit's `WouldBeBlocked` condition of a client changed: its status carries it from
+    /// now on (see [`crate::reconcile::audit`]).
+    Audited {
+        /// The client.
+        client: WorkloadRef,
+        /// The condition to write.
+        condition: Condition,
+    },
 }
 
 /// A cluster event with the time it arrived.

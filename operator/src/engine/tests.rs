@@ -414,3 +414,36 @@ async fn a_stop_at_once_hands_over_nothing_unresolved_and_fails_the_report() {
     assert!(handed.is_empty(), "nothing was resolved: {handed:?}");
     assert_eq!(outcome, Some(Outcome::NotWritten));
 }
+
+#[tokio::test]
+async fn an_audited_condition_goes_out_at_once_and_stays_in_every_later_status() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    let mut engine = engine();
+    let (received, _receipt) = report(8080, T0);
+    engine.ingest(received, T0 + SETTLED);
+    assert_eq!(write_all(&mut engine, T0 + SETTLED), 1);
+    let web = engine.map.clients().next().expect("web").0.get().clone();
+    let condition = crate::reconcile::audit::audit_condition(
+        &["cart.shop (ClientIntents)".to_string()],
+        None,
+        Time(Timestamp::UNIX_EPOCH),
+    );
+    engine.apply(Stamped {
+        event: ClusterEvent::Audited {
+            client: web,
+            condition: condition.clone(),
+        },
+        at_ms: T0 + SETTLED,
+    });
+    let due = engine.due_news(T0 + SETTLED + 5_000);
+    assert_eq!(due.len(), 1, "the condition alone is news");
+    assert_eq!(due[0].status.conditions, [condition.clone()]);
+    // A later status of web, for a new port, still carries it.
+    let (received, _receipt) = report(9090, T0 + 10_000);
+    engine.ingest(received, T0 + 10_000 + SETTLED);
+    let due = engine.due_news(T0 + 20_000 + SETTLED);
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].status.conditions, [condition]);
+}

@@ -4,41 +4,37 @@
 //! `diff` does, and the cluster's policies; the workloads' pods, namespaces and Services are
 //! read only when there is a NetworkPolicy to evaluate.
 //!
-//! The counts go to the metric `calls_would_be_blocked{by}`; each client's calls go to the
-//! writer, which writes them in the `WouldBeBlocked` condition of its ObservedTraffic.
+//! The counts go to the metric `calls_would_be_blocked{by}`. Each client whose ObservedTraffic
+//! does not yet say what the audit found gets a `WouldBeBlocked` condition through the engine,
+//! which carries it in every status it hands the writer from then on: a restart rewrites
+//! nothing that is still true.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use trafficmap_api::WorkloadRef;
 
 use crate::cli::cluster::Cluster;
 use crate::cli::error::CliError;
+use crate::engine::{ClusterEvent, Stamped};
 use crate::metrics::{ByLabel, Metrics};
+use crate::now_ms;
 use crate::policy::blocked::{BlockedCall, counts, would_be_blocked};
 use crate::policy::calls::observed_calls;
 use crate::policy::evaluate::evaluate;
 use crate::policy::inventory::WorkloadKey;
 use crate::reconcile::intents::condition;
-use crate::reconcile::intents_sync::ClientKey;
 
 /// The ObservedTraffic condition the audit sets.
 pub const AUDIT_CONDITION: &str = "WouldBeBlocked";
 /// Calls named in the condition's message; the rest are counted.
 const CALLS_IN_MESSAGE: usize = 10;
-
-/// One client's calls that would be blocked, as of the latest audit (empty: none).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientAudit {
-    /// The client workload.
-    pub client: ClientKey,
-    /// Each call, described (see [`BlockedCall::describe`]).
-    pub blocked: Vec<String>,
-}
 
 /// The audit task.
 pub struct Audit {
@@ -46,26 +42,26 @@ pub struct Audit {
     metrics: Arc<Metrics>,
     interval: Duration,
     cluster_dns: String,
-    results: mpsc::UnboundedSender<ClientAudit>,
+    events: mpsc::Sender<Stamped>,
 }
 
 impl Audit {
     /// An audit every `interval` (never when zero), with `cluster_dns` (`namespace/name`) for
-    /// the DNS egress NetworkPolicy must allow, sending each client's result to `results`
-    /// when it changes.
+    /// the DNS egress NetworkPolicy must allow. A client whose written condition differs from
+    /// the audit's goes to the engine on `events` ([`ClusterEvent::Audited`]).
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
         interval: Duration,
         cluster_dns: String,
-        results: mpsc::UnboundedSender<ClientAudit>,
+        events: mpsc::Sender<Stamped>,
     ) -> Self {
         Audit {
             cluster: Cluster::from_client(client),
             metrics,
             interval,
             cluster_dns,
-            results,
+            events,
         }
     }
 
@@ -77,37 +73,45 @@ impl Audit {
         }
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last: BTreeMap<ClientKey, Vec<String>> = BTreeMap::new();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match self.audit().await {
-                Ok((clients, blocked)) => {
-                    let (by_intents, by_policy) = counts(&blocked);
-                    self.set_gauge("clientintents", by_intents);
-                    self.set_gauge("networkpolicy", by_policy);
-                    if by_intents + by_policy > 0 {
-                        tracing::warn!(
-                            by_clientintents = by_intents,
-                            by_networkpolicy = by_policy,
-                            "observed calls would be blocked by the cluster's policies (ObservedTraffic condition WouldBeBlocked)"
-                        );
-                    }
-                    let now = results(&clients, &blocked);
-                    for (client, calls) in &now {
-                        if last.get(client) != Some(calls) {
-                            let _ = self.results.send(ClientAudit {
-                                client: client.clone(),
-                                blocked: calls.clone(),
-                            });
-                        }
-                    }
-                    last = now;
-                }
+            let audited = match self.audit().await {
+                Ok(audited) => audited,
                 Err(err) => {
-                    tracing::warn!(%err, "audit of the cluster's policies failed; trying again at the next interval")
+                    tracing::warn!(%err, "audit of the cluster's policies failed; trying again at the next interval");
+                    continue;
+                }
+            };
+            let (by_intents, by_policy) = counts(&audited.blocked);
+            self.set_gauge("clientintents", by_intents);
+            self.set_gauge("networkpolicy", by_policy);
+            if by_intents + by_policy > 0 {
+                tracing::warn!(
+                    by_clientintents = by_intents,
+                    by_networkpolicy = by_policy,
+                    "observed calls would be blocked by the cluster's policies (ObservedTraffic condition WouldBeBlocked)"
+                );
+            }
+            let now = Time(Timestamp::now());
+            for (client, written) in audited.clients {
+                let key = WorkloadKey::new(&client.namespace, &client.name);
+                let calls: Vec<String> = audited
+                    .blocked
+                    .get(&key)
+                    .map(|calls| calls.iter().map(BlockedCall::describe).collect())
+                    .unwrap_or_default();
+                let condition = audit_condition(&calls, written.as_ref(), now.clone());
+                if !same(written.as_ref(), &condition) {
+                    let event = Stamped {
+                        event: ClusterEvent::Audited { client, condition },
+                        at_ms: now_ms(),
+                    };
+                    if self.events.send(event).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
@@ -120,10 +124,8 @@ impl Audit {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// The clients of the map, and what would block their calls.
-    async fn audit(
-        &self,
-    ) -> Result<(Vec<WorkloadKey>, BTreeMap<WorkloadKey, Vec<BlockedCall>>), CliError> {
+    /// The clients of the map with their written condition, and what would block their calls.
+    async fn audit(&self) -> Result<Audited, CliError> {
         let observed = self.cluster.observed_traffic().await?;
         let intents = self.cluster.all_client_intents_if_installed().await?;
         let policies = self.cluster.all_network_policies().await?;
@@ -145,10 +147,34 @@ impl Audit {
         };
         let clients = observed
             .iter()
-            .map(|ot| WorkloadKey::new(&ot.spec.client.namespace, &ot.spec.client.name))
+            .map(|ot| {
+                let written = ot.status.iter().flat_map(|s| &s.conditions);
+                let written = written
+                    .into_iter()
+                    .find(|c| c.type_ == AUDIT_CONDITION)
+                    .cloned();
+                (ot.spec.client.clone(), written)
+            })
             .collect();
-        Ok((clients, would_be_blocked(&observed, &intents, &judged)))
+        let blocked = would_be_blocked(&observed, &intents, &judged);
+        Ok(Audited { clients, blocked })
     }
+}
+
+/// What one audit found.
+struct Audited {
+    /// Every client of the map, with the `WouldBeBlocked` condition its status has.
+    clients: Vec<(WorkloadRef, Option<Condition>)>,
+    /// What would block their calls (clients with nothing blocked left out).
+    blocked: BTreeMap<WorkloadKey, Vec<BlockedCall>>,
+}
+
+/// Whether `written` says what `condition` says (the transition time aside).
+fn same(written: Option<&Condition>, condition: &Condition) -> bool {
+    written.is_some_and(|w| {
+        (&w.status, &w.reason, &w.message)
+            == (&condition.status, &condition.reason, &condition.message)
+    })
 }
 
 /// The `WouldBeBlocked` condition for `blocked` (True when any call would be), keeping
@@ -190,27 +216,6 @@ pub fn audit_condition(blocked: &[String], previous: Option<&Condition>, now: Ti
     )
 }
 
-/// Every client's described calls (empty for a client with none).
-fn results(
-    clients: &[WorkloadKey],
-    blocked: &BTreeMap<WorkloadKey, Vec<BlockedCall>>,
-) -> BTreeMap<ClientKey, Vec<String>> {
-    clients
-        .iter()
-        .map(|key| {
-            let calls = blocked
-                .get(key)
-                .map(|calls| calls.iter().map(BlockedCall::describe).collect())
-                .unwrap_or_default();
-            let client = ClientKey {
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-            };
-            (client, calls)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::jiff::Timestamp;
@@ -245,25 +250,18 @@ mod tests {
     }
 
     #[test]
-    fn every_client_of_the_map_gets_a_result_even_with_nothing_blocked() {
-        let shop = WorkloadKey::new("shop", "checkout");
-        let pay = WorkloadKey::new("pay", "ledger");
-        let blocked = BTreeMap::from([(
-            shop.clone(),
-            vec![BlockedCall {
-                call: "ledger.pay".into(),
-                by: crate::policy::blocked::BlockedBy::ClientIntents,
-            }],
-        )]);
-        let got = results(&[shop, pay], &blocked);
-        let key = |ns: &str, name: &str| ClientKey {
-            namespace: ns.into(),
-            name: name.into(),
-        };
-        assert_eq!(
-            got[&key("shop", "checkout")],
-            ["ledger.pay (ClientIntents)"]
-        );
-        assert!(got[&key("pay", "ledger")].is_empty());
+    fn only_a_change_of_status_reason_or_message_counts_as_different() {
+        let calls = vec!["pay.shop (ClientIntents)".to_string()];
+        let written = audit_condition(&calls, None, at(10));
+        assert!(same(
+            Some(&written),
+            &audit_condition(&calls, Some(&written), at(20))
+        ));
+        assert!(!same(None, &written));
+        let more = vec![calls[0].clone(), "cart.shop (ClientIntents)".to_string()];
+        assert!(!same(
+            Some(&written),
+            &audit_condition(&more, Some(&written), at(20))
+        ));
     }
 }

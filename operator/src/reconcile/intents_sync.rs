@@ -34,7 +34,7 @@ const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// A client workload as a ClientIntents names it: namespace and workload name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClientKey {
     /// Namespace of the workload (and of its ClientIntents).
     pub namespace: String,

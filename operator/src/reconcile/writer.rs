@@ -24,7 +24,6 @@ use trafficmap_api::{ClientIntents, FIELD_MANAGER, ObservedTraffic, WorkloadRef}
 
 use crate::resolve::Workload;
 
-use super::audit::{ClientAudit, audit_condition};
 use super::intents::{CONDITION_TYPE, IntentsDecision, condition, decide};
 use super::intents_sync::ClientKey;
 use super::queue::{Queued, WriteQueue};
@@ -63,10 +62,6 @@ pub struct Writer {
     drafts: HashMap<Workload, ClientIntentsSpec>,
     /// Conditions last written.
     conditions: HashMap<Workload, Condition>,
-    /// The latest audit of each client: the calls the cluster's policies would block.
-    audits: HashMap<ClientKey, Vec<String>>,
-    /// `WouldBeBlocked` conditions last written.
-    audit_conditions: HashMap<Workload, Condition>,
     /// Refusals in a row, per client.
     failures: HashMap<Workload, u32>,
     crd: Option<(bool, Instant)>,
@@ -90,8 +85,6 @@ impl Writer {
             uids: HashMap::new(),
             drafts: HashMap::new(),
             conditions: HashMap::new(),
-            audits: HashMap::new(),
-            audit_conditions: HashMap::new(),
             failures: HashMap::new(),
             crd: None,
         }
@@ -104,7 +97,6 @@ impl Writer {
         mut self,
         mut rx: mpsc::UnboundedReceiver<Vec<StatusWrite>>,
         mut redecide: mpsc::UnboundedReceiver<ClientKey>,
-        mut audits: mpsc::UnboundedReceiver<ClientAudit>,
         shutdown: CancellationToken,
     ) {
         let context = Arc::new(Context {
@@ -142,7 +134,6 @@ impl Writer {
                     None => closed = true,
                 },
                 Some(key) = redecide.recv() => self.requeue(|c| c.namespace == key.namespace && c.name == key.name),
-                Some(audit) = audits.recv() => self.take_audit(audit),
                 Some(done) = writes.next(), if !writes.is_empty() => {
                     if self.finish(done) {
                         backoff = RETRY_MIN;
@@ -196,35 +187,9 @@ impl Writer {
         }
     }
 
-    /// Keeps a client's latest audit. Its status is written again at once when calls would be
-    /// blocked, or when the condition written so far says otherwise; a client with nothing
-    /// blocked and no condition yet gets it with its next status, so that a restart does not
-    /// rewrite every ObservedTraffic.
-    fn take_audit(&mut self, audit: ClientAudit) {
-        let ClientAudit { client, blocked } = audit;
-        let written = self
-            .audit_conditions
-            .iter()
-            .any(|(w, _)| w.namespace == client.namespace && w.name == client.name);
-        let now_blocked = !blocked.is_empty();
-        self.audits.insert(client.clone(), blocked);
-        if now_blocked || written {
-            self.requeue(|c| c.namespace == client.namespace && c.name == client.name);
-        }
-    }
-
     /// A write of `client`, with what the writer remembers of it.
     fn job(&self, client: Workload, queued: Queued) -> Job {
-        let key = ClientKey {
-            namespace: client.namespace.clone(),
-            name: client.name.clone(),
-        };
-        let audit = self
-            .audits
-            .get(&key)
-            .map(|blocked| (blocked.clone(), self.audit_conditions.get(&client).cloned()));
         Job {
-            audit,
             uid: self.uids.get(&client).cloned(),
             draft: self.drafts.get(&client).cloned(),
             condition: self.conditions.get(&client).cloned(),
@@ -251,9 +216,6 @@ impl Writer {
                 };
                 self.conditions
                     .insert(job.client.clone(), written.condition);
-                if let Some(audit) = written.audit_condition {
-                    self.audit_conditions.insert(job.client.clone(), audit);
-                }
                 self.failures.remove(&job.client);
                 self.ledger.written(&job.client, job.queued.generation);
                 self.metrics
@@ -326,8 +288,6 @@ struct Job {
     condition: Option<Condition>,
     /// Whether the ClientIntents CRD was installed when the write started.
     crd_present: bool,
-    /// The latest audit's blocked calls, and the `WouldBeBlocked` condition last written.
-    audit: Option<(Vec<String>, Option<Condition>)>,
 }
 
 /// A finished [`Job`]: the UID now known (none when the object is gone or was never created),
@@ -343,7 +303,6 @@ struct Written {
     /// The draft spec now applied (none: no draft of ours is kept for this client).
     draft: Option<ClientIntentsSpec>,
     condition: Condition,
-    audit_condition: Option<Condition>,
 }
 
 /// What every write shares; writes run at once against it.
@@ -411,14 +370,17 @@ impl Context {
             reason,
             message,
             job.condition.as_ref(),
-            now.clone(),
+            now,
         );
-        status.conditions = vec![cond.clone()];
-        let audit_cond = job
-            .audit
-            .as_ref()
-            .map(|(blocked, previous)| audit_condition(blocked, previous.as_ref(), now));
-        status.conditions.extend(audit_cond.clone());
+        // The snapshot's own conditions (the audit's WouldBeBlocked) follow ours.
+        let mut conditions = vec![cond.clone()];
+        conditions.extend(
+            status
+                .conditions
+                .drain(..)
+                .filter(|c| c.type_ != CONDITION_TYPE),
+        );
+        status.conditions = conditions;
         object.status = Some(status);
         object.metadata.uid = None;
         let written = api
@@ -442,7 +404,6 @@ impl Context {
         Ok(Written {
             draft,
             condition: cond,
-            audit_condition: audit_cond,
         })
     }
 
