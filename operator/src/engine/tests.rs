@@ -439,7 +439,7 @@ async fn an_audited_condition_goes_out_at_once_and_stays_in_every_later_status()
     });
     let due = engine.due_news(T0 + SETTLED + 5_000);
     assert_eq!(due.len(), 1, "the condition alone is news");
-    assert_eq!(due[0].status.conditions, [condition.clone()]);
+    assert_eq!(due[0].status.conditions, std::slice::from_ref(&condition));
     // A later status of web, for a new port, still carries it.
     let (received, _receipt) = report(9090, T0 + 10_000);
     engine.ingest(received, T0 + 10_000 + SETTLED);
