@@ -317,6 +317,33 @@ impl Engine {
         self.update_gauges();
     }
 
+    /// Gives every waiting observation its last attempt now, as its deadline would: the end of
+    /// a graceful stop's drain. Whatever a replacement would make of them is worse: it started
+    /// watching after they were seen, so it lacks the history they need.
+    pub fn last_attempts(&mut self, now: TimeMs) {
+        let mut waiting = self.pending.take_all();
+        waiting.extend(self.refreshing.take_all());
+        let (mut resolved, mut left) = (0, Vec::new());
+        for waiting in waiting {
+            if let ObservationOutcome::Pending(reason) = self
+                .index
+                .resolve_observation(&waiting.obs, Attempt::retryable(now))
+            {
+                left.push(format!("{reason:?}"));
+            }
+            let outcome = self
+                .index
+                .resolve_observation(&waiting.obs, Attempt::last(now));
+            if let Folded::Done(client) = self.fold(outcome, true) {
+                resolved += usize::from(client.is_some());
+                self.acknowledge(client, waiting.hold);
+            }
+        }
+        tracing::info!(resolved, waited_for = ?left, "last attempts at what still waited");
+        self.set_pending_gauge();
+        self.update_gauges();
+    }
+
     /// [`Engine::retry_pending`] for one of the two queues.
     fn retry_queue(&mut self, refreshing: bool, now: TimeMs) {
         let index = &self.index;
@@ -571,9 +598,9 @@ const GC_INTERVAL_MS: u64 = 60_000;
 #[derive(Clone, Debug, Default)]
 pub struct Stop {
     /// A graceful stop: ingest takes no new reports; the engine goes on applying watch events
-    /// and resolving what waits until nothing does, or for [`EngineConfig::drain_ms`], then
-    /// hands over a final flush. A rolling update or a deleted pod loses no observation that
-    /// was still settling.
+    /// and resolving what waits until nothing does, or for [`EngineConfig::drain_ms`], gives
+    /// what still waits its last attempt ([`Engine::last_attempts`]), then hands over a final
+    /// flush. A rolling update or a deleted pod loses no observation that was still settling.
     pub drain: CancellationToken,
     /// Stop at once (leadership lost: another replica may be writing), after a final flush of
     /// what is already resolved.
@@ -624,6 +651,9 @@ pub async fn run(
                 if let Some(until) = drain_until {
                     let waiting = engine.waiting();
                     if waiting == 0 || now >= until {
+                        if waiting > 0 {
+                            engine.last_attempts(now);
+                        }
                         tracing::info!(waiting, "drained");
                         break;
                     }

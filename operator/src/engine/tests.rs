@@ -357,17 +357,26 @@ async fn news_goes_out_once_its_clients_last_status_is_a_flush_interval_old() {
 /// Runs an engine whose settle time is 200 ms on one fresh report, stopped by `stop` as soon
 /// as the report is in; returns the statuses it handed over and the report's outcome.
 async fn run_stopped(drain: bool) -> (Vec<StatusWrite>, Option<Outcome>) {
+    run_stopped_with(drain, 200, 5_000).await
+}
+
+/// [`run_stopped`] with a settle time of `settle_ms` and a drain of at most `drain_ms`.
+async fn run_stopped_with(
+    drain: bool,
+    settle_ms: u64,
+    drain_ms: u64,
+) -> (Vec<StatusWrite>, Option<Outcome>) {
     let config = ResolveConfig {
         pod_cidrs: vec!["10.244.0.0/16".parse().expect("CIDR")],
         service_cidrs: vec!["10.96.0.0/16".parse().expect("CIDR")],
-        settle_ms: 200,
+        settle_ms,
         ..ResolveConfig::default()
     };
     let mut index = Index::new(config, 0);
     deployment_pod(&mut index, "web", "10.244.0.10");
     deployment_pod(&mut index, "cart", "10.244.0.11");
     let engine_config = EngineConfig {
-        drain_ms: 5_000,
+        drain_ms,
         ..EngineConfig::default()
     };
     let engine = Engine::new(index, engine_config, Arc::new(Metrics::new()));
@@ -405,6 +414,14 @@ async fn a_graceful_stop_resolves_what_is_settling_and_acknowledges_its_report()
     let (handed, outcome) = run_stopped(true).await;
     assert_eq!(handed.len(), 1, "web's status with web -> cart");
     assert_eq!(handed[0].status.targets.len(), 1);
+    assert_eq!(outcome, Some(Outcome::Written));
+}
+
+#[tokio::test]
+async fn what_still_waits_when_the_drain_ends_gets_its_last_attempt() {
+    // Settling outlasts the drain: only the last attempt at its end can resolve the call.
+    let (handed, outcome) = run_stopped_with(true, 60_000, 1_500).await;
+    assert_eq!(handed.len(), 1, "web's status with web -> cart");
     assert_eq!(outcome, Some(Outcome::Written));
 }
 

@@ -94,6 +94,11 @@ impl<T> PendingQueue<T> {
         drained
     }
 
+    /// Every waiting item, oldest first, leaving the queue empty.
+    pub fn take_all(&mut self) -> Vec<T> {
+        self.entries.drain(..).map(|e| e.item).collect()
+    }
+
     /// Number of waiting items.
     pub fn len(&self) -> usize {
         self.entries.len()
