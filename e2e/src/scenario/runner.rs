@@ -280,7 +280,7 @@ async fn run_in(
         }
         NodeKind::Real if !options.sniffer_late => {
             env.installed = true;
-            real::install_trafficmap(&client, REAL_NODE_VALUES).await?;
+            real::install_trafficmap(&client, &chart_values(options)).await?;
             eprintln!(
                 "scenario: trafficmap installed with helm on {}",
                 real::NODE_NAME
