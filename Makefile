@@ -71,7 +71,7 @@ e2e-test: go-binaries helm images ## Integration and e2e tests (scenarios, packa
 	bash e2e/controlplane/smoke.sh && $(CARGO) test -p trafficmap-e2e; rc=$$?; $(CONTROL_PLANE) down; exit $$rc
 
 # The containerd and kubelet restarts run last, and fault_operator_pod_deleted is left out: an
-# operator deleted early in the traffic loses edges in about one run of three (an open defect,
+# operator deleted early in the traffic loses an edge in about one run of eight (an open defect,
 # see that test in e2e/tests/real_node.rs; run it with --ignored --exact to reproduce).
 real-node-test: go-binaries helm images ## Every scenario on the real node (kubelet, containerd, runc; trafficmap installed with helm; root)
 	@$(SETUP) cluster

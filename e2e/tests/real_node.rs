@@ -163,10 +163,13 @@ fn fault_sniffer_pod_deleted() {
 /// The operator's pod is deleted 2 s into the traffic; the sniffer holds its reports until the
 /// new one takes them, which rebuilds the map from ObservedTraffic.
 ///
-/// Open defect: this fails in about one run of three (3 of 9 here, in several orders). In the
-/// failing runs the first operator held the sniffer's reports for up to 10 s without writing,
-/// and its replacement never wrote one edge (a persistent connection, reported once, or a
-/// repeated call). `make real-node-test` leaves it out until that is found; run it with
+/// Open defect: this fails in about one run of eight (one of three before the graceful drain).
+/// The first operator now resolves and writes what it holds before it stops; what it never got
+/// goes to the replacement, which started watching after those calls were seen. Lacking the
+/// history before its start, it drops a call seen within the clock guard (2 s) of its target's
+/// IP or ClusterIP being assigned (its debug log: `Dropped(AmbiguousIp(..))`). The cure is a
+/// handover of the IP history from operator to operator. `make real-node-test` leaves it out;
+/// run it with
 /// `cargo test -p trafficmap-e2e --test real_node -- --ignored --exact fault_operator_pod_deleted`.
 #[test]
 #[ignore = "needs the real node: make real-node-test"]
