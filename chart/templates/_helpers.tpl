@@ -16,6 +16,8 @@ Names. With the release named `trafficmap` (as in ../config/), objects are `traf
 {{- define "trafficmap.tlsSecret" -}}{{ include "trafficmap.operator" . }}-tls{{- end -}}
 {{/* The ConfigMap the operator publishes the CA in; the sniffers mount it. */}}
 {{- define "trafficmap.caConfigMap" -}}{{ include "trafficmap.fullname" . }}-ca{{- end -}}
+{{/* The ConfigMap where a stopping operator leaves its history of addresses for the next. */}}
+{{- define "trafficmap.handoverConfigMap" -}}{{ include "trafficmap.fullname" . }}-handover{{- end -}}
 {{/* The leader-election Lease. */}}
 {{- define "trafficmap.lease" -}}{{ include "trafficmap.operator" . }}{{- end -}}
 

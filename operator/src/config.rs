@@ -127,6 +127,15 @@ pub struct Args {
     /// ConfigMap (in --namespace) where the CA is published for sniffers (key `ca.crt`).
     #[arg(long, env = "TRAFFICMAP_CA_CONFIGMAP", default_value = "trafficmap-ca")]
     pub ca_configmap: String,
+    /// ConfigMap (in --namespace) where a stopping operator leaves its history of addresses for
+    /// the next one (key `handover.json`), so that calls seen just before a restart are still
+    /// attributed; empty: none.
+    #[arg(
+        long,
+        env = "TRAFFICMAP_HANDOVER_CONFIGMAP",
+        default_value = "trafficmap-handover"
+    )]
+    pub handover_configmap: String,
     /// The operator Service's name, for the generated certificate's DNS names.
     #[arg(
         long,

@@ -37,6 +37,7 @@ use crate::ingest::ReceivedReport;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::now_ms;
 use crate::reconcile::audit::AUDIT_CONDITION;
+use crate::resolve::handover::Handover;
 use crate::resolve::{
     Attempt, Change, Index, ObservationOutcome, PendingQueue, PendingReason, SkipReason, TimeMs,
     TrafficMap, Workload,
@@ -607,14 +608,15 @@ pub struct Stop {
     pub now: CancellationToken,
 }
 
-/// Runs the engine until `stop`, then hands over a final flush.
+/// Runs the engine until `stop`, then hands over a final flush; returns the history for the
+/// next operator ([`crate::resolve::handover`]).
 pub async fn run(
     mut engine: Engine,
     mut cluster: mpsc::Receiver<Stamped>,
     mut reports: mpsc::Receiver<ReceivedReport>,
     writes: mpsc::UnboundedSender<Vec<StatusWrite>>,
     stop: Stop,
-) {
+) -> Handover {
     let mut retry = tokio::time::interval(std::time::Duration::from_millis(RETRY_INTERVAL_MS));
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_flush = now_ms();
@@ -665,6 +667,7 @@ pub async fn run(
     if !due.is_empty() {
         let _ = writes.send(due);
     }
+    engine.index.handover(now_ms())
 }
 
 #[cfg(test)]

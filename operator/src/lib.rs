@@ -7,6 +7,7 @@
 //! - [`engine`]: the task that owns resolution state and decides what to write when.
 //! - [`reconcile`]: the only writer of ObservedTraffic and ClientIntents.
 //! - [`durable`]: a report is acknowledged only once what it changed is written.
+//! - [`handover`]: the history a stopping operator leaves for the next one.
 //! - [`leader`], [`admin`], [`metrics`], [`config`]: process wiring.
 
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod durable;
 pub mod engine;
 pub mod fast_hash;
+pub mod handover;
 pub mod ingest;
 pub mod leader;
 pub mod metrics;

@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use trafficmap_operator::admin::{self, Liveness, Readiness};
 use trafficmap_operator::config::Args;
 use trafficmap_operator::engine::{self, Engine, EngineConfig};
+use trafficmap_operator::handover;
 use trafficmap_operator::ingest::auth::service_account_username;
 use trafficmap_operator::ingest::tls::{self, ManagedTls};
 use trafficmap_operator::ingest::{self, IngestConfig};
@@ -20,6 +21,7 @@ use trafficmap_operator::metrics::Metrics;
 use trafficmap_operator::now_ms;
 use trafficmap_operator::reconcile::{Audit, IntentsSync, Writer, WriterConfig};
 use trafficmap_operator::resolve::ResolveConfig;
+use trafficmap_operator::resolve::handover::Handover;
 use trafficmap_operator::resolve::{Index, ServiceKey};
 use trafficmap_operator::store::{restore, watch};
 
@@ -29,6 +31,8 @@ const CLUSTER_EVENT_QUEUE: usize = 16 * 1024;
 const REPORT_QUEUE: usize = 256;
 /// How long shutdown may take before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long a graceful stop may take to leave its history for the next operator.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a graceful stop lets the writer write the last statuses after the engine drained.
 const WRITER_GRACE: Duration = Duration::from_secs(8);
 
@@ -126,8 +130,10 @@ async fn run(args: Args) -> Result<(), String> {
 
     let resolve = resolve_config(&args)?;
     let started = now_ms();
+    let mut index = Index::new(resolve, started);
+    inherit(&client, &args, &mut index).await;
     let mut engine = Engine::new(
-        Index::new(resolve, started),
+        index,
         EngineConfig {
             flush_interval_ms: args.flush_interval.as_millis() as u64,
             ..EngineConfig::default()
@@ -226,7 +232,7 @@ async fn run(args: Args) -> Result<(), String> {
         if lost_leadership {
             stop.now.cancel();
         }
-        let _ = engine_task.await;
+        let handover = engine_task.await;
         let mut writer_task = writer_task;
         if tokio::time::timeout(WRITER_GRACE, &mut writer_task)
             .await
@@ -237,6 +243,11 @@ async fn run(args: Args) -> Result<(), String> {
             let _ = writer_task.await;
         }
         let _ = ingest_task.await;
+        if let Ok(handover) = handover
+            && !lost_leadership
+        {
+            hand_over(&client, &args, &handover).await;
+        }
         work.cancel();
         let _ = watches.await;
         let _ = intents_task.await;
@@ -256,6 +267,43 @@ async fn run(args: Args) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Takes over the history the previous operator left (see `trafficmap_operator::handover`).
+async fn inherit(client: &Client, args: &Args, index: &mut Index) {
+    if args.handover_configmap.is_empty() {
+        return;
+    }
+    match handover::read(client, &args.namespace, &args.handover_configmap).await {
+        Ok(Some(handover)) if index.inherit(&handover) => tracing::info!(
+            checkpoint_ms = handover.checkpoint_ms,
+            "took over the previous operator's history of addresses"
+        ),
+        Ok(Some(_)) => {
+            tracing::warn!("the previous operator's history has another layout; not used")
+        }
+        Ok(None) => tracing::info!("no history left by a previous operator"),
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the previous operator's history; calls seen just before this start may go unattributed")
+        }
+    }
+}
+
+/// Leaves this operator's history for the next one.
+async fn hand_over(client: &Client, args: &Args, handover: &Handover) {
+    if args.handover_configmap.is_empty() {
+        return;
+    }
+    let written = tokio::time::timeout(
+        HANDOVER_TIMEOUT,
+        handover::write(client, &args.namespace, &args.handover_configmap, handover),
+    )
+    .await;
+    match written {
+        Ok(Ok(())) => tracing::info!("left the history of addresses for the next operator"),
+        Ok(Err(err)) => tracing::warn!(%err, "cannot leave the history for the next operator"),
+        Err(_) => tracing::warn!("leaving the history for the next operator timed out"),
+    }
 }
 
 fn resolve_config(args: &Args) -> Result<ResolveConfig, String> {

@@ -18,7 +18,11 @@
 //!
 //! Before `complete_since` (when the operator started watching) earlier holders may be unknown,
 //! so an observation from before then also needs `K`'s interval to have begun at least
-//! `guard_ms` before `first`.
+//! `guard_ms` before `first`, unless a predecessor handed its history over
+//! ([`IpHistory::inherit`]): it knew every release since its own start, up to its last word
+//! (the checkpoint), so a holding that began a guard before the checkpoint, seen after the
+//! predecessor's start, needs no more than any other. Releases it handed over have no holder
+//! here; a range they touch is ambiguous.
 //!
 //! Closed intervals are kept for `retention_ms` after they end; lookups that start before the
 //! retention horizon are [`Lookup::Expired`] instead of trusting a history that was cut.
@@ -28,10 +32,10 @@ use std::net::IpAddr;
 use super::{SeenRange, TimeMs};
 use crate::fast_hash::FastMap;
 
-/// One holder's claim on an IP.
+/// One holder's claim on an IP; no holder for a release a predecessor handed over.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Holding<K> {
-    holder: K,
+    holder: Option<K>,
     from_ms: TimeMs,
     until_ms: Option<TimeMs>,
 }
@@ -57,6 +61,25 @@ pub struct IpHistory<K> {
     guard_ms: u64,
     complete_since_ms: TimeMs,
     horizon_ms: TimeMs,
+    inherited: Option<Inherited>,
+}
+
+/// What a predecessor's handover vouches for: every release from `complete_since_ms` to
+/// `checkpoint_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Inherited {
+    complete_since_ms: TimeMs,
+    checkpoint_ms: TimeMs,
+}
+
+/// One history as an operator hands it to its successor.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryHandover {
+    /// Every release since then is in `released`.
+    pub complete_since_ms: TimeMs,
+    /// The latest release of each IP: `[ip, at_ms]`, oldest first.
+    pub released: Vec<(IpAddr, TimeMs)>,
 }
 
 impl<K: Clone + Eq> IpHistory<K> {
@@ -69,7 +92,49 @@ impl<K: Clone + Eq> IpHistory<K> {
             guard_ms,
             complete_since_ms,
             horizon_ms: 0,
+            inherited: None,
         }
+    }
+
+    /// What a successor needs (see the module docs): the latest release of each IP, at most
+    /// `limit` of them (the newest; then completeness starts after the newest one left out).
+    pub fn handover(&self, limit: usize) -> HistoryHandover {
+        let mut released: Vec<(IpAddr, TimeMs)> = self
+            .by_ip
+            .iter()
+            .filter_map(|(ip, hs)| hs.iter().filter_map(|h| h.until_ms).max().map(|u| (*ip, u)))
+            .collect();
+        released.sort_by_key(|(ip, at)| (*at, *ip));
+        let mut complete_since_ms = self.complete_since_ms.max(self.horizon_ms);
+        if released.len() > limit {
+            let dropped = released.len() - limit;
+            complete_since_ms = complete_since_ms.max(released[dropped - 1].1.saturating_add(1));
+            released.drain(..dropped);
+        }
+        HistoryHandover {
+            complete_since_ms,
+            released,
+        }
+    }
+
+    /// Takes over a predecessor's `handover`, which it gave at `checkpoint_ms` (see the module
+    /// docs). Ignored when it vouches for nothing before this history's own start.
+    pub fn inherit(&mut self, handover: &HistoryHandover, checkpoint_ms: TimeMs) {
+        let checkpoint_ms = checkpoint_ms.min(self.complete_since_ms);
+        if handover.complete_since_ms >= checkpoint_ms {
+            return;
+        }
+        for (ip, until) in &handover.released {
+            self.by_ip.entry(*ip).or_default().push(Holding {
+                holder: None,
+                from_ms: 0,
+                until_ms: Some(*until),
+            });
+        }
+        self.inherited = Some(Inherited {
+            complete_since_ms: handover.complete_since_ms,
+            checkpoint_ms,
+        });
     }
 
     /// Records that `holder` holds `ip` since `from_ms`; no-op while it already holds it.
@@ -77,10 +142,10 @@ impl<K: Clone + Eq> IpHistory<K> {
         let holdings = self.by_ip.entry(ip).or_default();
         let open = holdings
             .iter()
-            .any(|h| &h.holder == holder && h.until_ms.is_none());
+            .any(|h| h.holder.as_ref() == Some(holder) && h.until_ms.is_none());
         if !open {
             holdings.push(Holding {
-                holder: holder.clone(),
+                holder: Some(holder.clone()),
                 from_ms,
                 until_ms: None,
             });
@@ -92,7 +157,7 @@ impl<K: Clone + Eq> IpHistory<K> {
         if let Some(holdings) = self.by_ip.get_mut(&ip) {
             for h in holdings
                 .iter_mut()
-                .filter(|h| &h.holder == holder && h.until_ms.is_none())
+                .filter(|h| h.holder.as_ref() == Some(holder) && h.until_ms.is_none())
             {
                 h.until_ms = Some(at_ms.max(h.from_ms));
             }
@@ -106,7 +171,7 @@ impl<K: Clone + Eq> IpHistory<K> {
             .iter()
             .filter(|(_, hs)| {
                 hs.iter()
-                    .any(|h| &h.holder == holder && h.until_ms.is_none())
+                    .any(|h| h.holder.as_ref() == Some(holder) && h.until_ms.is_none())
             })
             .map(|(ip, _)| *ip)
             .collect();
@@ -138,9 +203,11 @@ impl<K: Clone + Eq> IpHistory<K> {
         if others.any(|h| h.holder != first.holder) {
             return Lookup::Ambiguous;
         }
-        let needs_known_start = range.first_ms < self.complete_since_ms;
+        let Some(holder) = &first.holder else {
+            return Lookup::Ambiguous;
+        };
         let covers = touching().any(|h| {
-            let starts_in_time = if needs_known_start {
+            let starts_in_time = if self.start_needs_margin(h, range) {
                 h.from_ms.saturating_add(g) <= range.first_ms
             } else {
                 h.from_ms.saturating_sub(g) <= range.first_ms
@@ -150,10 +217,22 @@ impl<K: Clone + Eq> IpHistory<K> {
                     .is_none_or(|u| range.last_ms < u.saturating_add(g))
         });
         if covers {
-            Lookup::Held(first.holder.clone())
+            Lookup::Held(holder.clone())
         } else {
             Lookup::Ambiguous
         }
+    }
+
+    /// Whether `h` must have begun a guard before `range` for `range` to be its: when earlier
+    /// holders may be unknown (see the module docs).
+    fn start_needs_margin(&self, h: &Holding<K>, range: SeenRange) -> bool {
+        if range.first_ms >= self.complete_since_ms {
+            return false;
+        }
+        !self.inherited.is_some_and(|i| {
+            range.first_ms >= i.complete_since_ms
+                && h.from_ms.saturating_add(self.guard_ms) <= i.checkpoint_ms
+        })
     }
 
     /// Forgets holdings that ended more than the retention before `now_ms`, and moves the
@@ -304,5 +383,79 @@ mod tests {
         assert_eq!(h.lookup(x, at(15_000)), Lookup::Held("a"));
         h.release(x, &"a", 30_000);
         assert!(h.held_by(&"a").is_empty());
+    }
+
+    /// A replacement that started watching at 10 s; `n` holds 10.0.0.9 since `from`.
+    fn replacement(from: TimeMs) -> IpHistory<&'static str> {
+        let mut h = IpHistory::new(RETENTION, GUARD, 10_000);
+        h.claim(ip("10.0.0.9"), &"n", from);
+        h
+    }
+
+    #[test]
+    fn before_its_start_a_replacement_needs_a_guard_after_the_claim_unless_handed_over() {
+        let x = ip("10.0.0.9");
+        let alone = replacement(5_000);
+        assert_eq!(alone.lookup(x, at(6_000)), Lookup::Ambiguous);
+        assert_eq!(alone.lookup(x, at(7_000)), Lookup::Held("n"));
+
+        // The predecessor watched from 0 and saw no release of x up to its last word at 9 s.
+        let mut handed = replacement(5_000);
+        let nothing = HistoryHandover::default();
+        handed.inherit(&nothing, 9_000);
+        assert_eq!(handed.lookup(x, at(6_000)), Lookup::Held("n"));
+        // Seen before the predecessor itself watched: still unknown.
+        let mut late = replacement(5_000);
+        late.inherit(
+            &HistoryHandover {
+                complete_since_ms: 5_500,
+                released: vec![],
+            },
+            9_000,
+        );
+        assert_eq!(late.lookup(x, at(5_200)), Lookup::Ambiguous);
+    }
+
+    #[test]
+    fn a_handed_over_release_makes_the_ranges_it_touches_ambiguous() {
+        let x = ip("10.0.0.9");
+        let mut h = replacement(5_000);
+        let handover = HistoryHandover {
+            complete_since_ms: 0,
+            released: vec![(x, 4_500)],
+        };
+        h.inherit(&handover, 9_000);
+        assert_eq!(h.lookup(x, at(6_000)), Lookup::Ambiguous);
+        assert_eq!(h.lookup(x, at(7_000)), Lookup::Held("n"));
+        assert_eq!(h.lookup(x, at(3_000)), Lookup::Ambiguous);
+    }
+
+    #[test]
+    fn a_claim_after_the_predecessors_last_word_may_follow_a_release_it_never_saw() {
+        let x = ip("10.0.0.9");
+        let mut h = replacement(8_500);
+        h.inherit(&HistoryHandover::default(), 9_000);
+        assert_eq!(h.lookup(x, at(9_500)), Lookup::Ambiguous);
+        assert_eq!(h.lookup(x, at(10_600)), Lookup::Held("n"));
+    }
+
+    #[test]
+    fn a_handover_keeps_the_newest_releases_and_vouches_only_for_what_it_keeps() {
+        let mut h = history();
+        for (i, at_ms) in [(1, 1_000), (2, 2_000), (3, 3_000)] {
+            let addr = ip(&format!("10.0.0.{i}"));
+            h.claim(addr, &"p", 0);
+            h.release(addr, &"p", at_ms);
+        }
+        h.claim(ip("10.0.0.4"), &"q", 500);
+        let all = h.handover(10);
+        assert_eq!(all.complete_since_ms, 0);
+        assert_eq!(all.released.len(), 3, "open holdings are not releases");
+        let cut = h.handover(2);
+        assert_eq!(
+            cut.released,
+            [(ip("10.0.0.2"), 2_000), (ip("10.0.0.3"), 3_000)]
+        );
+        assert_eq!(cut.complete_since_ms, 1_001);
     }
 }

@@ -16,6 +16,7 @@ pub mod cidr;
 pub mod client;
 pub mod convert;
 pub mod dns_names;
+pub mod handover;
 pub mod inputs;
 pub mod ip_history;
 pub mod naming;

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use super::cidr::IpCidr;
 use super::inputs::NodeInfo;
-use super::ip_history::{IpHistory, Lookup};
+use super::ip_history::{HistoryHandover, IpHistory, Lookup};
 use super::{SeenRange, TimeMs};
 use crate::fast_hash::FastMap;
 
@@ -75,6 +75,16 @@ impl NodeIndex {
             .values()
             .filter(|r| !r.deleted)
             .flat_map(|r| r.info.pod_cidrs.iter())
+    }
+
+    /// Its IP history for a successor (see [`IpHistory::handover`]).
+    pub fn handover(&self, limit: usize) -> HistoryHandover {
+        self.ips.handover(limit)
+    }
+
+    /// Takes over a predecessor's IP history (see [`IpHistory::inherit`]).
+    pub fn inherit(&mut self, handover: &HistoryHandover, checkpoint_ms: TimeMs) {
+        self.ips.inherit(handover, checkpoint_ms);
     }
 
     /// Forgets released node IPs after the retention, and deleted nodes.

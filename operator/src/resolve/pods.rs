@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use super::inputs::PodInfo;
-use super::ip_history::{IpHistory, Lookup};
+use super::ip_history::{HistoryHandover, IpHistory, Lookup};
 use super::{SeenRange, TimeMs};
 use crate::fast_hash::FastMap;
 
@@ -37,6 +37,16 @@ impl PodStore {
             ips: IpHistory::new(retention_ms, guard_ms, complete_since_ms),
             retention_ms,
         }
+    }
+
+    /// Its IP history for a successor (see [`IpHistory::handover`]).
+    pub fn handover(&self, limit: usize) -> HistoryHandover {
+        self.ips.handover(limit)
+    }
+
+    /// Takes over a predecessor's IP history (see [`IpHistory::inherit`]).
+    pub fn inherit(&mut self, handover: &HistoryHandover, checkpoint_ms: TimeMs) {
+        self.ips.inherit(handover, checkpoint_ms);
     }
 
     /// Adds or updates a pod seen at `at_ms`. Its IPs are held from `ips_since_ms` (never later

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use trafficmap_api::observed::PortProtocol;
 
 use super::inputs::{EndpointPortInfo, EndpointSliceInfo, ServiceInfo};
-use super::ip_history::{IpHistory, Lookup};
+use super::ip_history::{HistoryHandover, IpHistory, Lookup};
 use super::shared::Interner;
 use super::{SeenRange, ServiceKey, ServiceName, TimeMs};
 use crate::fast_hash::FastMap;
@@ -229,6 +229,16 @@ impl ServiceIndex {
                 });
             }
         }
+    }
+
+    /// Its ClusterIP history for a successor (see [`IpHistory::handover`]).
+    pub fn handover(&self, limit: usize) -> HistoryHandover {
+        self.cluster_ips.handover(limit)
+    }
+
+    /// Takes over a predecessor's IP history (see [`IpHistory::inherit`]).
+    pub fn inherit(&mut self, handover: &HistoryHandover, checkpoint_ms: TimeMs) {
+        self.cluster_ips.inherit(handover, checkpoint_ms);
     }
 
     /// The Service that held `cluster_ip` over `range`.

@@ -1,0 +1,100 @@
+//! Keeps the history an operator hands to its successor ([`Handover`]) in a ConfigMap of its
+//! namespace (`--handover-configmap`, key `handover.json`): written when it stops gracefully,
+//! after its last statuses, and read by the next one before it starts resolving. Failing either
+//! way costs only the precision [`crate::resolve::handover`] describes, so errors are logged,
+//! never fatal.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use thiserror::Error;
+use trafficmap_api::FIELD_MANAGER;
+
+use crate::resolve::handover::Handover;
+
+/// The ConfigMap key that holds the JSON.
+pub const HANDOVER_KEY: &str = "handover.json";
+
+/// Why the handover could not be read or written.
+#[derive(Debug, Error)]
+pub enum HandoverError {
+    /// The API server refused or failed.
+    #[error("{context}: {source}")]
+    Kube {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The stored text is not a handover.
+    #[error("ConfigMap {name} key {HANDOVER_KEY}: {source}")]
+    Json {
+        /// The ConfigMap.
+        name: String,
+        /// The error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The handover in ConfigMap `name` of `namespace`, if there is one.
+pub async fn read(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Handover>, HandoverError> {
+    let found = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|source| HandoverError::Kube {
+            context: format!("read ConfigMap {namespace}/{name}"),
+            source,
+        })?;
+    let Some(text) = found.and_then(|cm| cm.data?.remove(HANDOVER_KEY)) else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| HandoverError::Json {
+            name: name.to_string(),
+            source,
+        })
+}
+
+/// Writes `handover` to ConfigMap `name` of `namespace` (server-side apply, created if absent).
+pub async fn write(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    handover: &Handover,
+) -> Result<(), HandoverError> {
+    let text = serde_json::to_string(handover).map_err(|source| HandoverError::Json {
+        name: name.to_string(),
+        source,
+    })?;
+    let configmap = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(HANDOVER_KEY.to_string(), text)])),
+        ..ConfigMap::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&configmap),
+        )
+        .await
+        .map_err(|source| HandoverError::Kube {
+            context: format!("write ConfigMap {namespace}/{name}"),
+            source,
+        })?;
+    Ok(())
+}
