@@ -1,14 +1,17 @@
 //! Keeps the history an operator hands to its successor ([`Handover`]) in a ConfigMap of its
 //! namespace (`--handover-configmap`, key `handover.json`): written when it stops gracefully,
-//! after its last statuses, and read by the next one before it starts resolving. Failing either
-//! way costs only the precision [`crate::resolve::handover`] describes, so errors are logged,
-//! never fatal.
+//! after its last statuses, and read by the next one before it starts resolving. A replacement
+//! pod starts while the one it replaces still drains, so it first waits for its predecessors
+//! ([`wait_for_predecessors`]). Failing either way costs only the precision
+//! [`crate::resolve::handover`] describes, so errors are logged, never fatal.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use thiserror::Error;
 use trafficmap_api::FIELD_MANAGER;
@@ -97,4 +100,55 @@ pub async fn write(
             source,
         })?;
     Ok(())
+}
+
+/// How often the pods are looked at while waiting for predecessors.
+const PREDECESSOR_POLL: Duration = Duration::from_millis(500);
+
+/// Waits, at most `limit`, until no other pod of this operator (the pods that carry this pod's
+/// `app.kubernetes.io/*` labels) is terminating: one that is may still be writing its handover.
+/// Returns the time waited.
+pub async fn wait_for_predecessors(
+    client: &Client,
+    namespace: &str,
+    pod_name: &str,
+    limit: Duration,
+) -> Result<Duration, HandoverError> {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let kube_error = |context: String| move |source| HandoverError::Kube { context, source };
+    let Some(me) = pods
+        .get_opt(pod_name)
+        .await
+        .map_err(kube_error(format!("read pod {namespace}/{pod_name}")))?
+    else {
+        return Ok(Duration::ZERO);
+    };
+    let selector: Vec<String> = me
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| key.starts_with("app.kubernetes.io/"))
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    if selector.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    let params = ListParams::default().labels(&selector.join(","));
+    let started = tokio::time::Instant::now();
+    loop {
+        let list = pods
+            .list(&params)
+            .await
+            .map_err(kube_error(format!("list pods {selector:?} in {namespace}")))?;
+        let stopping = list.items.iter().any(|pod| {
+            pod.metadata.name.as_deref() != Some(pod_name)
+                && pod.metadata.deletion_timestamp.is_some()
+        });
+        let waited = started.elapsed();
+        if !stopping || waited >= limit {
+            return Ok(waited);
+        }
+        tokio::time::sleep(PREDECESSOR_POLL).await;
+    }
 }

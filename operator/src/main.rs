@@ -274,6 +274,17 @@ async fn inherit(client: &Client, args: &Args, index: &mut Index) {
     if args.handover_configmap.is_empty() {
         return;
     }
+    match handover::wait_for_predecessors(client, &args.namespace, &args.pod_name, SHUTDOWN_GRACE)
+        .await
+    {
+        Ok(waited) if !waited.is_zero() => {
+            tracing::info!(?waited, "waited for the operator this one replaces to stop")
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(%err, "cannot tell whether the operator this one replaces has stopped")
+        }
+    }
     match handover::read(client, &args.namespace, &args.handover_configmap).await {
         Ok(Some(handover)) if index.inherit(&handover) => tracing::info!(
             checkpoint_ms = handover.checkpoint_ms,
