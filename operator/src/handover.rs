@@ -107,7 +107,7 @@ const PREDECESSOR_POLL: Duration = Duration::from_millis(500);
 
 /// Waits, at most `limit`, until no other pod of this operator (the pods that carry this pod's
 /// `app.kubernetes.io/*` labels) is terminating: one that is may still be writing its handover.
-/// Returns the time waited.
+/// Returns the time waited (zero when none was).
 pub async fn wait_for_predecessors(
     client: &Client,
     namespace: &str,
@@ -136,6 +136,7 @@ pub async fn wait_for_predecessors(
     }
     let params = ListParams::default().labels(&selector.join(","));
     let started = tokio::time::Instant::now();
+    let mut waited = Duration::ZERO;
     loop {
         let list = pods
             .list(&params)
@@ -145,10 +146,10 @@ pub async fn wait_for_predecessors(
             pod.metadata.name.as_deref() != Some(pod_name)
                 && pod.metadata.deletion_timestamp.is_some()
         });
-        let waited = started.elapsed();
         if !stopping || waited >= limit {
             return Ok(waited);
         }
         tokio::time::sleep(PREDECESSOR_POLL).await;
+        waited = started.elapsed();
     }
 }
