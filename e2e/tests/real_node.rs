@@ -161,16 +161,8 @@ fn fault_sniffer_pod_deleted() {
 }
 
 /// The operator's pod is deleted 2 s into the traffic; the sniffer holds its reports until the
-/// new one takes them, which rebuilds the map from ObservedTraffic.
-///
-/// Open defect: this fails in about one run of eight (one of three before the graceful drain).
-/// The first operator now resolves and writes what it holds before it stops; what it never got
-/// goes to the replacement, which started watching after those calls were seen. Lacking the
-/// history before its start, it drops a call seen within the clock guard (2 s) of its target's
-/// IP or ClusterIP being assigned (its debug log: `Dropped(AmbiguousIp(..))`). The cure is a
-/// handover of the IP history from operator to operator. `make real-node-test` leaves it out;
-/// run it with
-/// `cargo test -p trafficmap-e2e --test real_node -- --ignored --exact fault_operator_pod_deleted`.
+/// new one takes them. The old one drains and hands its address history over; the new one waits
+/// for it, inherits the history and rebuilds the map from ObservedTraffic.
 #[test]
 #[ignore = "needs the real node: make real-node-test"]
 fn fault_operator_pod_deleted() {
