@@ -129,9 +129,19 @@ async fn run(args: Args) -> Result<(), String> {
     let tls_config = tls::server_config(&pair).map_err(|e| format!("ingest TLS: {e}"))?;
 
     let resolve = resolve_config(&args)?;
+    // Read before the start is taken: the watches, which start after it, see every change
+    // since; the history left by the operator this one replaces covers what came before.
+    let predecessor = predecessor_history(&client, &args).await;
     let started = now_ms();
     let mut index = Index::new(resolve, started);
-    inherit(&client, &args, &mut index).await;
+    match predecessor {
+        Some(handover) if index.inherit(&handover) => tracing::info!(
+            checkpoint_ms = handover.checkpoint_ms,
+            "took over the previous operator's history of addresses"
+        ),
+        Some(_) => tracing::warn!("the previous operator's history has another layout; not used"),
+        None => {}
+    }
     let mut engine = Engine::new(
         index,
         EngineConfig {
@@ -269,10 +279,11 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Takes over the history the previous operator left (see `trafficmap_operator::handover`).
-async fn inherit(client: &Client, args: &Args, index: &mut Index) {
+/// The history the operator this one replaces left (see `trafficmap_operator::handover`),
+/// once it has stopped.
+async fn predecessor_history(client: &Client, args: &Args) -> Option<Handover> {
     if args.handover_configmap.is_empty() {
-        return;
+        return None;
     }
     match handover::wait_for_predecessors(client, &args.namespace, &args.pod_name, SHUTDOWN_GRACE)
         .await
@@ -286,16 +297,15 @@ async fn inherit(client: &Client, args: &Args, index: &mut Index) {
         }
     }
     match handover::read(client, &args.namespace, &args.handover_configmap).await {
-        Ok(Some(handover)) if index.inherit(&handover) => tracing::info!(
-            checkpoint_ms = handover.checkpoint_ms,
-            "took over the previous operator's history of addresses"
-        ),
-        Ok(Some(_)) => {
-            tracing::warn!("the previous operator's history has another layout; not used")
+        Ok(found) => {
+            if found.is_none() {
+                tracing::info!("no history left by a previous operator");
+            }
+            found
         }
-        Ok(None) => tracing::info!("no history left by a previous operator"),
         Err(err) => {
-            tracing::warn!(%err, "cannot read the previous operator's history; calls seen just before this start may go unattributed")
+            tracing::warn!(%err, "cannot read the previous operator's history; calls seen just before this start may go unattributed");
+            None
         }
     }
 }
