@@ -184,6 +184,10 @@ fn the_default_render_is_one_operator_and_a_sniffer_with_four_capabilities_and_n
             .collect()
     };
     let named = |verb: &str, name: &str| (verb.to_string(), vec![name.to_string()]);
+    let configmaps = |verb: &str| {
+        let names = ["trafficmap-ca", "trafficmap-handover"];
+        (verb.to_string(), names.map(String::from).to_vec())
+    };
     assert_eq!(
         own_names("/secrets"),
         [
@@ -195,12 +199,7 @@ fn the_default_render_is_one_operator_and_a_sniffer_with_four_capabilities_and_n
     );
     assert_eq!(
         own_names("/configmaps"),
-        [
-            named("create", "trafficmap-ca"),
-            named("get", "trafficmap-ca"),
-            named("patch", "trafficmap-ca"),
-        ]
-        .into()
+        [configmaps("create"), configmaps("get"), configmaps("patch")].into()
     );
     assert!(own_names("coordination.k8s.io/leases").is_empty());
     let bound: Vec<&Value> = objects
